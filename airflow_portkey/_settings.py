@@ -1,0 +1,292 @@
+"""Turn an Airflow connection's fields into checked Portkey settings: pure, no I/O.
+
+Every rule about what a connection may hold lives here, so the hook, the trigger and the
+connection test refuse the same things with the same words, before any request is sent.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from airflow_portkey.exceptions import PortkeyConfigError
+
+CONN_TYPE = "portkey"
+DEFAULT_CONN_ID = "portkey_default"
+DEFAULT_BASE_URL = "https://api.portkey.ai/v1"
+HOSTED_HOSTNAMES = frozenset({"api.portkey.ai"})
+
+DEFAULT_CONNECT_TIMEOUT = 10.0
+DEFAULT_READ_TIMEOUT = 60.0
+DEFAULT_MAX_RETRIES = 5
+DEFAULT_RETRY_BUDGET = 120.0
+
+# Extras this provider reads; anything else is probably a typo and is logged as such.
+KNOWN_EXTRAS = frozenset(
+    {
+        "api_key",
+        "virtual_key",
+        "provider",
+        "config",
+        "provider_api_key",
+        "custom_host",
+        "request_timeout",
+        "connect_timeout",
+        "max_retries",
+        "retry_budget",
+        "verify",
+        "headers",
+        "metadata",
+        "openai_organization",
+        "openai_project",
+    }
+)
+_UI_PREFIX = f"extra__{CONN_TYPE}__"
+
+
+@dataclass(frozen=True, slots=True)
+class PortkeySettings:
+    """What a hook needs to talk to Portkey; built once per hook from the connection."""
+
+    conn_id: str
+    base_url: str
+    api_key: str | None = None
+    virtual_key: str | None = None
+    provider: str | None = None
+    config: str | None = None
+    provider_api_key: str | None = None
+    custom_host: str | None = None
+    openai_organization: str | None = None
+    openai_project: str | None = None
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    read_timeout: float = DEFAULT_READ_TIMEOUT
+    max_retries: int = DEFAULT_MAX_RETRIES
+    retry_budget: float = DEFAULT_RETRY_BUDGET
+    verify: bool | str = True
+    extra_headers: Mapping[str, str] = field(default_factory=dict)
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    unknown_extras: tuple[str, ...] = ()
+
+    @property
+    def is_hosted(self) -> bool:
+        return urlsplit(self.base_url).hostname in HOSTED_HOSTNAMES
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Values that must never reach a log, an error, an XCom or a rendered template."""
+        candidates = (self.api_key, self.virtual_key, self.config, self.provider_api_key)
+        return tuple(value for value in candidates if value)
+
+    def headers(self) -> dict[str, str]:
+        """The headers every request carries (trace headers are added per request)."""
+        headers = {"Accept": "application/json"}
+        optional = {
+            "x-portkey-api-key": self.api_key,
+            "x-portkey-virtual-key": self.virtual_key,
+            "x-portkey-provider": self.provider,
+            "x-portkey-config": self.config,
+            "x-portkey-custom-host": self.custom_host,
+            "x-portkey-openai-organization": self.openai_organization,
+            "x-portkey-openai-project": self.openai_project,
+            "Authorization": f"Bearer {self.provider_api_key}" if self.provider_api_key else None,
+        }
+        headers.update({name: value for name, value in optional.items() if value})
+        headers.update(self.extra_headers)
+        return headers
+
+
+def _blank_to_none(value: object) -> object:
+    return None if value is None or (isinstance(value, str) and not value.strip()) else value
+
+
+def _read_extras(extra: Mapping[str, Any]) -> dict[str, Any]:
+    """Extras saved by the UI carry a ``extra__portkey__`` prefix on some Airflow versions."""
+    values: dict[str, Any] = {}
+    for key, value in extra.items():
+        name = key.removeprefix(_UI_PREFIX)
+        if _blank_to_none(value) is not None or name not in values:
+            values[name] = _blank_to_none(value)
+    return values
+
+
+class _Reader:
+    """Reads and checks one connection's fields, naming the connection and field in errors."""
+
+    def __init__(self, conn_id: str, extras: Mapping[str, Any]) -> None:
+        self.conn_id = conn_id
+        self.extras = extras
+
+    def fail(self, field_name: str, problem: str) -> PortkeyConfigError:
+        return PortkeyConfigError(
+            f"Portkey connection {self.conn_id!r}: {field_name} {problem}. "
+            "Fix the connection in Airflow (Admin > Connections) or its AIRFLOW_CONN_ variable."
+        )
+
+    def text(self, name: str) -> str | None:
+        value = self.extras.get(name)
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise self.fail(f"extra '{name}'", f"must be a string, not {type(value).__name__}")
+        if any(ch in value for ch in "\r\n\x00"):
+            raise self.fail(f"extra '{name}'", "must not contain line breaks")
+        return value.strip()
+
+    def number(self, name: str, default: float, *, minimum: float, exclusive: bool) -> float:
+        value = self.extras.get(name)
+        if value is None:
+            return default
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise self.fail(f"extra '{name}'", f"must be a number, got {value!r}") from None
+        too_small = number <= minimum if exclusive else number < minimum
+        if too_small or not math.isfinite(number):
+            bound = f"greater than {minimum:g}" if exclusive else f"at least {minimum:g}"
+            raise self.fail(f"extra '{name}'", f"must be {bound}, got {value!r}")
+        return number
+
+    def flag_or_path(self, name: str) -> bool | str:
+        value = self.extras.get(name)
+        if value is None:
+            return True
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            lowered = value.strip().lower()
+            if lowered in {"true", "yes", "1"}:
+                return True
+            if lowered in {"false", "no", "0"}:
+                return False
+            return value.strip()
+        raise self.fail(f"extra '{name}'", "must be true, false or a CA bundle path")
+
+    def string_map(self, name: str) -> dict[str, str]:
+        value = self.extras.get(name)
+        if value is None:
+            return {}
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                raise self.fail(f"extra '{name}'", "must be a JSON object") from None
+        if not isinstance(value, Mapping):
+            raise self.fail(f"extra '{name}'", "must be a JSON object of strings")
+        result: dict[str, str] = {}
+        for key, item in value.items():
+            text = item if isinstance(item, str) else json.dumps(item)
+            if any(ch in f"{key}{text}" for ch in "\r\n\x00"):
+                raise self.fail(f"extra '{name}'", f"entry {key!r} must not contain line breaks")
+            result[str(key)] = text
+        return result
+
+    def config(self) -> str | None:
+        """A config id (``pc-...``) or a JSON object, sent compact in ``x-portkey-config``."""
+        value = self.extras.get("config")
+        if value is None:
+            return None
+        if isinstance(value, Mapping):
+            return json.dumps(value, separators=(",", ":"))
+        if not isinstance(value, str):
+            raise self.fail("extra 'config'", "must be a config id (pc-...) or a JSON object")
+        value = value.strip()
+        if value.startswith("{"):
+            try:
+                parsed = json.loads(value)
+            except ValueError:
+                parsed = None
+            if not isinstance(parsed, dict):
+                # The value itself is a secret: say what is wrong, never echo it.
+                raise self.fail("extra 'config'", "looks like JSON but does not parse as an object")
+            return json.dumps(parsed, separators=(",", ":"))
+        if value.startswith("pc-") and value.isprintable() and " " not in value:
+            return value
+        raise self.fail(
+            "extra 'config'", "must be a config id starting with 'pc-' or a JSON object"
+        )
+
+
+def _base_url(reader: _Reader, host: str | None, port: int | None, schema: str | None) -> str:
+    host = (host or "").strip()
+    if not host:
+        return DEFAULT_BASE_URL
+    if "://" not in host:
+        # URI-style connections (portkey://...) store the host without a scheme.
+        scheme = schema.strip() if schema and schema.strip() in {"http", "https"} else "https"
+        host = f"{scheme}://{host}"
+    parts = urlsplit(host)
+    try:
+        parts_port = parts.port
+    except ValueError:
+        raise reader.fail("host", f"has an invalid port: {host!r}") from None
+    if parts.scheme not in {"http", "https"} or not parts.hostname or parts.query or parts.fragment:
+        raise reader.fail("host", f"must be a URL such as {DEFAULT_BASE_URL}, got {host!r}")
+    if any(ch.isspace() for ch in host):
+        raise reader.fail("host", f"must not contain spaces, got {host!r}")
+    netloc = parts.netloc
+    if port and parts_port is None:
+        netloc = f"{netloc}:{port}"
+    path = parts.path.rstrip("/")
+    return f"{parts.scheme}://{netloc}{path}"
+
+
+def settings_from_connection(
+    conn_id: str,
+    *,
+    host: str | None,
+    password: str | None,
+    extra: Mapping[str, Any] | None,
+    port: int | None = None,
+    schema: str | None = None,
+) -> PortkeySettings:
+    """Check a connection's fields and build settings, or raise PortkeyConfigError."""
+    extras = _read_extras(extra or {})
+    reader = _Reader(conn_id, extras)
+    base_url = _base_url(reader, host, port, schema)
+    api_key = _blank_to_none(password) or reader.text("api_key")
+    if api_key is not None and not isinstance(api_key, str):
+        raise reader.fail("password", "must be the Portkey API key as text")
+    virtual_key = reader.text("virtual_key")
+    provider = reader.text("provider")
+    config = reader.config()
+    if not (virtual_key or provider or config):
+        raise reader.fail(
+            "extras",
+            "need one of 'provider' (e.g. openai or @openai-prod), 'virtual_key' or 'config' "
+            "to tell Portkey where to send the batch",
+        )
+    settings = PortkeySettings(
+        conn_id=conn_id,
+        base_url=base_url,
+        api_key=api_key.strip() if api_key else None,
+        virtual_key=virtual_key,
+        provider=provider,
+        config=config,
+        provider_api_key=reader.text("provider_api_key"),
+        custom_host=reader.text("custom_host"),
+        openai_organization=reader.text("openai_organization"),
+        openai_project=reader.text("openai_project"),
+        connect_timeout=reader.number(
+            "connect_timeout", DEFAULT_CONNECT_TIMEOUT, minimum=0, exclusive=True
+        ),
+        read_timeout=reader.number(
+            "request_timeout", DEFAULT_READ_TIMEOUT, minimum=0, exclusive=True
+        ),
+        max_retries=int(
+            reader.number("max_retries", DEFAULT_MAX_RETRIES, minimum=0, exclusive=False)
+        ),
+        retry_budget=reader.number(
+            "retry_budget", DEFAULT_RETRY_BUDGET, minimum=0, exclusive=False
+        ),
+        verify=reader.flag_or_path("verify"),
+        extra_headers=reader.string_map("headers"),
+        metadata=reader.string_map("metadata"),
+        unknown_extras=tuple(sorted(set(extras) - KNOWN_EXTRAS)),
+    )
+    if settings.is_hosted and not settings.api_key:
+        raise reader.fail("password", "is empty: hosted Portkey needs the Portkey API key there")
+    return settings

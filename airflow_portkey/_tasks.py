@@ -1,0 +1,125 @@
+"""What the sensor and the operators share: arguments, deferral, events, cancelling many."""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import contextlib
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from typing import Any
+
+from airflow_portkey._protocol import check_batch_id
+from airflow_portkey._waiting import EVENT_STATUSES, WaitOutcome, WaitSpec
+from airflow_portkey.batches import Batch
+from airflow_portkey.exceptions import PortkeyConfigError, PortkeyError
+from airflow_portkey.hooks.portkey import PortkeyHook
+
+# The framework's deferral timeout sits this far beyond the trigger's own deadline, so the
+# trigger's timeout event (and the cancel it may lead to) always arrives first.
+DEFER_TIMEOUT_MARGIN = timedelta(minutes=2)
+
+
+def default_deferrable() -> bool:
+    """``[operators] default_deferrable``, as Airflow's own operators read it."""
+    try:
+        from airflow.sdk.configuration import conf
+    except ImportError:  # Airflow < 3.2
+        from airflow.configuration import conf
+    return bool(conf.getboolean("operators", "default_deferrable", fallback=False))
+
+
+def positive(name: str, value: float | timedelta) -> float:
+    seconds = value.total_seconds() if isinstance(value, timedelta) else value
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds > 0:
+        raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+    return float(seconds)
+
+
+def batch_ids_from(value: object, *, field: str = "batch_id") -> list[str]:
+    """One id or many, from an argument, a rendered template or a (mapped) XCom.
+
+    Accepts a string, a batch dict (as this provider's tasks push to XCom), or a sequence of
+    either; a rendered template that reads as a list literal (``"['a', 'b']"``) counts as one.
+    Every id is checked before any request is sent.
+    """
+    if isinstance(value, str) and value.strip().startswith("["):
+        with contextlib.suppress(ValueError, SyntaxError):
+            value = ast.literal_eval(value.strip())
+    items: Sequence[Any]
+    if isinstance(value, str | Mapping) or value is None:
+        items = [value]
+    elif isinstance(value, Sequence) or hasattr(value, "__iter__"):
+        items = list(value)  # type: ignore[call-overload]
+    else:
+        items = [value]
+    ids = []
+    for item in items:
+        if isinstance(item, Mapping):
+            item = item.get("id")
+        try:
+            ids.append(check_batch_id(item))
+        except PortkeyConfigError as error:
+            raise PortkeyConfigError(f"{field}: {error}") from None
+    if not ids:
+        raise PortkeyConfigError(f"{field} is an empty list: there is no batch to act on")
+    return list(dict.fromkeys(ids))  # the same id twice would be cancelled twice
+
+
+def read_event(event: object, expected_ids: Sequence[str] | None = None) -> dict[str, Any]:
+    """Check a trigger event before acting on it; a malformed one fails the task clearly."""
+    if not isinstance(event, Mapping):
+        raise PortkeyError(f"The Portkey trigger sent no usable event: {event!r:.200}")
+    status = event.get("status")
+    if status not in EVENT_STATUSES:
+        raise PortkeyError(f"The Portkey trigger sent an event with unknown status {status!r}")
+    ids = event.get("batch_ids")
+    if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
+        raise PortkeyError("The Portkey trigger's event names no batch ids")
+    if expected_ids is not None and list(expected_ids) != ids:
+        raise PortkeyError(
+            f"The Portkey trigger's event is for batches {ids}, not {list(expected_ids)}"
+        )
+    batches = event.get("batches")
+    if not isinstance(batches, list) or len(batches) != len(ids):
+        raise PortkeyError("The Portkey trigger's event does not carry one batch per id")
+    return dict(event)
+
+
+def cancel_many(hook: PortkeyHook, batch_ids: Sequence[str]) -> list[Batch | BaseException]:
+    """Cancel batches concurrently from a task; failures come back in place of the batch."""
+    hook.settings  # noqa: B018 - load the connection here, in the task, not inside the loop
+
+    async def cancel_all() -> list[Batch | BaseException]:
+        try:
+            return await hook.acancel_batches(batch_ids)
+        finally:
+            await hook.aclose()
+
+    return asyncio.run(cancel_all())
+
+
+def wait_many(hook: PortkeyHook, specs: Sequence[WaitSpec]) -> list[WaitOutcome]:
+    """Wait for batches concurrently from a task (the trigger's wait, run in the worker)."""
+    hook.settings  # noqa: B018 - load the connection here, in the task, not inside the loop
+
+    async def wait_all() -> list[WaitOutcome]:
+        try:
+            return await hook.await_batches(specs)
+        finally:
+            await hook.aclose()
+
+    return asyncio.run(wait_all())
+
+
+def cancel_now(portkey_conn_id: str, batch_ids: Sequence[str], log: Any) -> None:
+    """Cancel from ``on_kill``: synchronous and with a fresh hook, since a signal handler may
+    interrupt an event loop or a request in the middle of the task's own hook."""
+    hook = PortkeyHook(portkey_conn_id)
+    for batch_id in batch_ids:
+        try:
+            batch = hook.cancel_batch(batch_id)
+            log.warning("Task killed: cancelled batch %s (now %s)", batch_id, batch.status.value)
+        except Exception as error:  # keep going: every other batch must still be cancelled
+            log.error("Task killed: could not cancel batch %s: %s", batch_id, error)
+    hook.close()

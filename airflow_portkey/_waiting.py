@@ -1,0 +1,169 @@
+"""Waiting for a batch, as a protocol plan: pure, driven by the sync hook or the async trigger.
+
+One loop decides when a wait is over (success, failure, deadline, too many failed polls),
+logs an unknown status once and progress only when it changes. The sensor's poke mode, the
+cancel operator's wait and the trigger all use it, so none of them has a loop of its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+from airflow_portkey import _protocol as protocol
+from airflow_portkey._protocol import CallContext, Note, Plan, Wait
+from airflow_portkey.batches import TERMINAL_STATUSES, Batch, BatchStatus, RequestCounts
+from airflow_portkey.exceptions import (
+    PortkeyAPIError,
+    PortkeyRateLimitError,
+    PortkeyServerError,
+    PortkeyTimeoutError,
+    PortkeyTransportError,
+)
+
+Verdict = Literal["success", "failure"]
+EventStatus = Literal["success", "failure", "timeout", "error"]
+EVENT_STATUSES: frozenset[str] = frozenset({"success", "failure", "timeout", "error"})
+
+# Failures that a later poll may not see again; anything else (401, 404...) ends the wait.
+TRANSIENT_ERRORS = (
+    PortkeyTransportError,
+    PortkeyServerError,
+    PortkeyRateLimitError,
+    PortkeyTimeoutError,
+)
+
+DEFAULT_MAX_TRANSIENT_FAILURES = 5
+
+
+def classify(
+    batch: Batch, success: frozenset[BatchStatus], failure: frozenset[BatchStatus]
+) -> Verdict | None:
+    """Whether a batch is done waiting for: None while it can still change."""
+    if batch.status in success:
+        return "success"
+    if batch.status in failure:
+        return "failure"
+    if batch.status in TERMINAL_STATUSES:
+        # Finished in a status the caller listed nowhere: waiting longer would wait forever.
+        return "failure"
+    return None
+
+
+def check_status_sets(success: frozenset[BatchStatus], failure: frozenset[BatchStatus]) -> None:
+    if not success:
+        raise ValueError("success_statuses must name at least one terminal status")
+    overlap = success & failure
+    if overlap:
+        words = ", ".join(sorted(status.value for status in overlap))
+        raise ValueError(f"success_statuses and failure_statuses overlap on: {words}")
+
+
+@dataclass(frozen=True, slots=True)
+class WaitSpec:
+    """What to wait for, with an absolute wall-clock deadline (Unix seconds)."""
+
+    batch_id: str
+    success: frozenset[BatchStatus]
+    failure: frozenset[BatchStatus]
+    deadline: float
+    poll_interval: float
+    max_transient_failures: int = DEFAULT_MAX_TRANSIENT_FAILURES
+    backoff: bool = False
+    max_poll_interval: float = 600.0
+
+    def __post_init__(self) -> None:
+        protocol.check_batch_id(self.batch_id)
+        check_status_sets(self.success, self.failure)
+        if not self.poll_interval > 0:
+            raise ValueError(f"poll_interval must be more than 0, got {self.poll_interval}")
+        if self.max_transient_failures < 0:
+            raise ValueError("max_transient_failures must be 0 or more")
+
+
+@dataclass(frozen=True, slots=True)
+class WaitOutcome:
+    status: EventStatus
+    batch_id: str
+    batch: Batch | None
+    reason: str
+
+
+def wait_for_batch(
+    ctx: CallContext, spec: WaitSpec, clock: Callable[[], float] = time.time
+) -> Plan[WaitOutcome]:
+    failures = 0
+    interval = spec.poll_interval
+    last: Batch | None = None
+    progress: RequestCounts | None = None
+    unknown_words: set[str | None] = set()
+    while True:
+        try:
+            batch = yield from protocol.get_batch(ctx, spec.batch_id)
+        except TRANSIENT_ERRORS as error:
+            failures += 1
+            if failures > spec.max_transient_failures:
+                reason = f"{failures} polls in a row failed; the last: {error}"
+                return WaitOutcome("error", spec.batch_id, last, reason)
+            yield Note(
+                logging.WARNING,
+                f"Poll of batch {spec.batch_id} failed ({failures} of "
+                f"{spec.max_transient_failures} tolerated in a row): {error}",
+            )
+        except PortkeyAPIError as error:
+            return WaitOutcome("error", spec.batch_id, last, str(error))
+        else:
+            failures = 0
+            last = batch
+            verdict = classify(batch, spec.success, spec.failure)
+            if verdict is not None:
+                return WaitOutcome(verdict, spec.batch_id, batch, batch.describe())
+            if batch.status is BatchStatus.UNKNOWN and batch.raw_status not in unknown_words:
+                unknown_words.add(batch.raw_status)
+                yield Note(
+                    logging.WARNING,
+                    f"Batch {spec.batch_id} reports status {batch.raw_status!r}, which this "
+                    "provider does not know; waiting on until it changes or the deadline passes",
+                )
+            if batch.request_counts != progress:
+                progress = batch.request_counts
+                yield Note(logging.INFO, batch.describe())
+        remaining = spec.deadline - clock()
+        if remaining <= 0:
+            state = last.describe() if last else "never read"
+            return WaitOutcome(
+                "timeout", spec.batch_id, last, f"deadline passed while waiting; {state}"
+            )
+        yield Wait(min(interval, remaining), "")
+        if spec.backoff:
+            interval = min(interval * 2, spec.max_poll_interval)
+
+
+def terminal_spec(
+    batch_id: str, *, deadline: float, poll_interval: float, **options: object
+) -> WaitSpec:
+    """Wait until a batch has stopped, whatever its final status (after a cancel)."""
+    return WaitSpec(
+        batch_id,
+        success=TERMINAL_STATUSES,
+        failure=frozenset(),
+        deadline=deadline,
+        poll_interval=poll_interval,
+        **options,  # type: ignore[arg-type]
+    )
+
+
+def ids_of(values: Iterable[object]) -> list[str]:
+    """Batch ids from XCom values: ids, batch dicts, or lists of either (nested once)."""
+    found: list[str] = []
+    for value in values:
+        items = value if isinstance(value, list | tuple) else [value]
+        for item in items:
+            if isinstance(item, dict):
+                item = item.get("id")
+            if item is not None:
+                found.append(item)  # type: ignore[arg-type]
+    return found

@@ -1,0 +1,513 @@
+"""PortkeyHook: Portkey credentials from an Airflow connection, and two transports.
+
+The sync transport uses requests, the async one httpx; both only drive the plans of
+:mod:`airflow_portkey._protocol`, which own every rule about requests, answers and retries.
+Neither library is imported until a request is made, so a DAG file that imports this
+provider does not pay for them at parse time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, ClassVar, TypeVar
+
+from airflow.sdk import BaseHook
+
+from airflow_portkey import _protocol as protocol
+from airflow_portkey._protocol import (
+    ApiRequest,
+    ApiResponse,
+    CallContext,
+    Note,
+    Outcome,
+    Plan,
+    RetryPolicy,
+    TransportFailure,
+    Upload,
+    Wait,
+)
+from airflow_portkey._settings import (
+    CONN_TYPE,
+    DEFAULT_CONN_ID,
+    PortkeySettings,
+    settings_from_connection,
+)
+from airflow_portkey._trace import trace_from_context, trace_headers
+from airflow_portkey._waiting import WaitOutcome, WaitSpec, wait_for_batch
+from airflow_portkey.batches import Batch
+from airflow_portkey.exceptions import PortkeyConfigError, PortkeyError
+
+if TYPE_CHECKING:
+    import ssl
+
+    import httpx
+    import requests
+    from airflow.sdk import Connection
+
+T = TypeVar("T")
+
+
+@functools.lru_cache(maxsize=8)
+def _ssl_context(verify: bool | str) -> ssl.SSLContext | bool:
+    """One SSL context per setting and process: building one costs milliseconds of CPU,
+    which thousands of triggers in one triggerer would otherwise each pay."""
+    import httpx
+
+    if verify is False:
+        return False
+    return httpx.create_ssl_context(verify=verify)
+
+
+class PortkeyHook(BaseHook):
+    """Talk to Portkey's batch API with the credentials of an Airflow connection.
+
+    :param portkey_conn_id: the Airflow connection (type ``portkey``) holding the base URL,
+        API key and routing (provider, virtual key or config).
+    :param trace_id: value for ``x-portkey-trace-id``; by default derived from the running
+        task (dag, run, task, try), and absent outside a task.
+    :param metadata: extra ``x-portkey-metadata`` entries, merged over the task's own.
+    :param retry_policy: overrides the connection's ``max_retries`` and ``retry_budget``.
+    :param max_connections: connections the async client keeps open at most (the number of
+        requests it can have in flight at once).
+    """
+
+    conn_name_attr = "portkey_conn_id"
+    default_conn_name = DEFAULT_CONN_ID
+    conn_type = CONN_TYPE
+    hook_name = "Portkey"
+    # The hook reads these extras; the UI declares them through provider info (conn-fields).
+    secret_fields: ClassVar[tuple[str, ...]] = ("virtual_key", "config", "provider_api_key")
+
+    def __init__(
+        self,
+        portkey_conn_id: str = DEFAULT_CONN_ID,
+        *,
+        trace_id: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        retry_policy: RetryPolicy | None = None,
+        max_connections: int = 10,
+    ) -> None:
+        super().__init__()
+        self.portkey_conn_id = portkey_conn_id
+        self._trace_id = trace_id
+        self._metadata = dict(metadata or {})
+        self._retry_policy = retry_policy
+        if max_connections < 1:
+            raise ValueError(f"max_connections must be at least 1, got {max_connections}")
+        self._max_connections = max_connections
+        self._settings: PortkeySettings | None = None
+        self._call: CallContext | None = None
+        self._headers: dict[str, str] = {}
+        self._trace_metadata: dict[str, str] = {}
+        self._session: requests.Session | None = None
+        self._async_client: httpx.AsyncClient | None = None
+
+    # -- settings ---------------------------------------------------------------------------
+
+    @property
+    def settings(self) -> PortkeySettings:
+        """The checked connection; read once, on first use."""
+        if self._settings is None:
+            self._accept(self.get_connection(self.portkey_conn_id), _mask_sync)
+        assert self._settings is not None
+        return self._settings
+
+    async def aget_settings(self) -> PortkeySettings:
+        """As :attr:`settings`, without blocking the event loop (for triggers)."""
+        if self._settings is None:
+            connection = await _aget_connection(self.portkey_conn_id)
+            settings = self._accept(connection, None)
+            await _mask_async(settings.secrets)
+        assert self._settings is not None
+        return self._settings
+
+    def _accept(self, connection: Connection, mask: Any) -> PortkeySettings:
+        conn_type = getattr(connection, "conn_type", None)
+        if conn_type and conn_type != CONN_TYPE:
+            raise PortkeyConfigError(
+                f"Airflow connection {self.portkey_conn_id!r} is of type {conn_type!r}; "
+                f"PortkeyHook needs a connection of type {CONN_TYPE!r}"
+            )
+        settings = settings_from_connection(
+            self.portkey_conn_id,
+            host=connection.host,
+            password=connection.password,
+            extra=connection.extra_dejson,
+            port=connection.port,
+            schema=connection.schema,
+        )
+        if mask is not None:
+            mask(settings.secrets)
+        if settings.unknown_extras:
+            self.log.warning(
+                "Portkey connection %r has extras this provider does not read: %s",
+                self.portkey_conn_id,
+                ", ".join(settings.unknown_extras),
+            )
+        self._settings = settings
+        self._call = CallContext(
+            conn_id=self.portkey_conn_id,
+            secrets=settings.secrets,
+            policy=self._retry_policy
+            or RetryPolicy(max_retries=settings.max_retries, budget=settings.retry_budget),
+        )
+        self._headers = settings.headers() | self._trace_headers(settings)
+        return settings
+
+    def _trace_headers(self, settings: PortkeySettings) -> dict[str, str]:
+        trace_id, metadata = self._trace_id, dict[str, str]()
+        if trace_id is None:
+            trace_id, metadata = trace_from_context(_current_context())
+        if trace_id and not self._trace_id:
+            self.log.info(
+                "Portkey requests carry trace id %s (filter Portkey's logs by it)", trace_id
+            )
+        self._trace_metadata = {**settings.metadata, **metadata, **self._metadata}
+        return trace_headers(trace_id, self._trace_metadata)
+
+    @property
+    def trace_id(self) -> str | None:
+        """The trace id this hook sends, once its settings are loaded."""
+        return self._headers.get("x-portkey-trace-id")
+
+    @property
+    def trace_metadata(self) -> dict[str, str]:
+        """The ``x-portkey-metadata`` entries this hook sends, once its settings are loaded."""
+        return dict(self._trace_metadata)
+
+    @property
+    def call_context(self) -> CallContext:
+        self.settings  # noqa: B018 - loads the connection on first use
+        assert self._call is not None
+        return self._call
+
+    # -- sync transport (requests) ------------------------------------------------------------
+
+    def get_conn(self) -> requests.Session:
+        """A requests session with the connection's headers; reused for every call."""
+        if self._session is None:
+            import requests
+
+            settings = self.settings
+            session = requests.Session()
+            session.headers.update(self._headers)
+            session.verify = settings.verify
+            self._session = session
+        return self._session
+
+    def run(self, plan: Plan[T], sink: IO[bytes] | None = None) -> T:
+        """Drive a protocol plan over requests, sleeping between retries."""
+        session = self.get_conn()
+        reply: Outcome | None = None
+        while True:
+            try:
+                action = plan.send(reply)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+            if isinstance(action, Wait):
+                if action.reason:
+                    self.log.warning("%s", action.reason)
+                time.sleep(action.seconds)
+                reply = None
+            elif isinstance(action, Note):
+                self.log.log(action.level, "%s", action.message)
+                reply = None
+            else:
+                reply = self._send(session, action, sink)
+
+    def _send(
+        self, session: requests.Session, request: ApiRequest, sink: IO[bytes] | None
+    ) -> Outcome:
+        import requests
+
+        settings = self.settings
+        files = None
+        if request.upload is not None:
+            upload = request.upload
+            files = {"file": (upload.filename, upload.read(), upload.content_type)}
+        try:
+            with session.request(
+                request.method,
+                settings.base_url + request.path,
+                params=request.params,
+                json=request.json_body,
+                data=request.form,
+                files=files,
+                timeout=(settings.connect_timeout, settings.read_timeout),
+                stream=request.stream,
+            ) as response:
+                if request.stream and sink is not None and response.status_code < 300:
+                    sink.seek(0)
+                    sink.truncate()
+                    for chunk in response.iter_content(chunk_size=1 << 16):
+                        sink.write(chunk)
+                    body = b""
+                else:
+                    body = response.content
+                return ApiResponse(response.status_code, _lower(response.headers), body)
+        except requests.Timeout as error:
+            return TransportFailure("timeout", type(error).__name__)
+        except requests.ConnectionError as error:
+            return TransportFailure("connect", _first_line(error))
+        except requests.RequestException as error:
+            return TransportFailure("dropped", _first_line(error))
+
+    # -- async transport (httpx) --------------------------------------------------------------
+
+    async def arun(self, plan: Plan[T]) -> T:
+        """Drive a protocol plan over httpx without blocking the event loop."""
+        client = await self._aclient()
+        reply: Outcome | None = None
+        while True:
+            try:
+                action = plan.send(reply)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+            if isinstance(action, Wait):
+                if action.reason:
+                    self.log.warning("%s", action.reason)
+                await asyncio.sleep(action.seconds)
+                reply = None
+            elif isinstance(action, Note):
+                self.log.log(action.level, "%s", action.message)
+                reply = None
+            else:
+                reply = await self._asend(client, action)
+
+    async def _aclient(self) -> httpx.AsyncClient:
+        if self._async_client is None:
+            import httpx
+
+            settings = await self.aget_settings()
+            self._async_client = httpx.AsyncClient(
+                headers=self._headers,
+                timeout=httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout),
+                verify=_ssl_context(settings.verify),
+                limits=httpx.Limits(
+                    max_connections=self._max_connections,
+                    max_keepalive_connections=self._max_connections,
+                ),
+            )
+        return self._async_client
+
+    async def _asend(self, client: httpx.AsyncClient, request: ApiRequest) -> Outcome:
+        import httpx
+
+        if request.stream or request.upload is not None:
+            raise PortkeyError(f"{request.describe()} is only available on the sync path")
+        try:
+            response = await client.request(
+                request.method,
+                self.settings.base_url + request.path,
+                params=request.params,
+                json=request.json_body,
+            )
+        except httpx.TimeoutException as error:
+            return TransportFailure("timeout", type(error).__name__)
+        except httpx.ConnectError as error:
+            return TransportFailure("connect", _first_line(error))
+        except httpx.HTTPError as error:
+            return TransportFailure("dropped", _first_line(error) or type(error).__name__)
+        return ApiResponse(response.status_code, _lower(response.headers), response.content)
+
+    async def aclose(self) -> None:
+        if self._async_client is not None:
+            await self._async_client.aclose()
+            self._async_client = None
+
+    def close(self) -> None:
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+
+    # -- batch API, sync ----------------------------------------------------------------------
+
+    def get_batch(self, batch_id: str) -> Batch:
+        """Read a batch (``GET /batches/{batch_id}``)."""
+        return self.run(protocol.get_batch(self.call_context, batch_id))
+
+    def cancel_batch(self, batch_id: str) -> Batch:
+        """Cancel a batch and return it as it is afterwards.
+
+        Idempotent: a batch already cancelling or finished is returned as it is, not an
+        error. Usually the result is ``cancelling``; it becomes ``cancelled`` later.
+        """
+        protocol.check_batch_id(batch_id)
+        batch = self.run(protocol.cancel_batch(self.call_context, batch_id))
+        self.log.info("Cancel requested: %s", batch.describe())
+        return batch
+
+    def list_batches(self, *, page_size: int = 100) -> Iterator[Batch]:
+        """Every batch the connection can see, newest first, fetching page after page."""
+        after: str | None = None
+        while True:
+            page = self.run(protocol.list_page(self.call_context, page_size, after))
+            yield from page.batches
+            if page.next_after is None:
+                return
+            after = page.next_after
+
+    def upload_file(
+        self,
+        content: str | os.PathLike[str] | bytes,
+        *,
+        purpose: str = "batch",
+        filename: str | None = None,
+    ) -> dict[str, Any]:
+        """Upload a file (JSONL batch input) and return Portkey's file object."""
+        if isinstance(content, bytes):
+            upload = Upload(content, filename or "batch_input.jsonl")
+        else:
+            path = Path(content)
+            if not path.is_file():
+                raise PortkeyConfigError(f"batch input file {str(path)!r} does not exist")
+            upload = Upload(path, filename or path.name)
+        body = self.run(
+            protocol.send(self.call_context, protocol.upload_file_request(upload, purpose))
+        )
+        if not isinstance(body, dict) or not isinstance(body.get("id"), str):
+            raise PortkeyError("Portkey's answer to the file upload has no file id")
+        return body
+
+    def create_batch(
+        self,
+        input_file_id: str,
+        *,
+        endpoint: str = "/v1/chat/completions",
+        completion_window: str = "24h",
+        metadata: Mapping[str, str] | None = None,
+    ) -> Batch:
+        """Create a batch from an uploaded input file (``POST /batches``)."""
+        request = protocol.create_batch_request(
+            input_file_id, endpoint, completion_window, metadata
+        )
+        body = self.run(protocol.send(self.call_context, request))
+        return protocol.read_batch(body, request)
+
+    def download_batch_output(self, batch_id: str, destination: str | os.PathLike[str]) -> int:
+        """Stream a finished batch's output JSONL to ``destination``; return its size in bytes."""
+        return self._download(protocol.batch_output_request(batch_id), Path(destination))
+
+    def download_file(self, file_id: str, destination: str | os.PathLike[str]) -> int:
+        """Stream a file's content (an output or error file) to ``destination``."""
+        return self._download(protocol.file_content_request(file_id), Path(destination))
+
+    def _download(self, request: ApiRequest, destination: Path) -> int:
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        # Write beside the destination and rename, so a failed download never leaves half a file.
+        with tempfile.NamedTemporaryFile(
+            dir=destination.parent, prefix=f".{destination.name}.", delete=False
+        ) as part:
+            try:
+                self.run(protocol.send(self.call_context, request), sink=part)
+                part.flush()
+            except BaseException:
+                part.close()
+                os.unlink(part.name)
+                raise
+        shutil.move(part.name, destination)
+        return destination.stat().st_size
+
+    def test_connection(self) -> tuple[bool, str]:
+        """One cheap request (list one batch) to check the URL, the key and the routing."""
+        try:
+            settings = self.settings
+            self.run(protocol.list_page(self.call_context, 1, None))
+        except PortkeyError as error:
+            return False, str(error)
+        except Exception as error:
+            return False, f"{type(error).__name__}: {error}"
+        return True, f"Connected to Portkey at {settings.base_url}"
+
+    # -- batch API, async ---------------------------------------------------------------------
+
+    async def acall_context(self) -> CallContext:
+        """As :attr:`call_context`, loading the connection without blocking the event loop."""
+        await self.aget_settings()
+        assert self._call is not None
+        return self._call
+
+    async def aget_batch(self, batch_id: str) -> Batch:
+        return await self.arun(protocol.get_batch(await self.acall_context(), batch_id))
+
+    async def acancel_batch(self, batch_id: str) -> Batch:
+        """As :meth:`cancel_batch`, on the event loop."""
+        (result,) = await self.acancel_batches([batch_id])
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    async def acancel_batches(self, batch_ids: Sequence[str]) -> list[Batch | BaseException]:
+        """Cancel many batches at once, at most ``max_connections`` in flight.
+
+        Every id is attempted; an id that fails gives its exception in place of the batch.
+        """
+        for batch_id in batch_ids:
+            protocol.check_batch_id(batch_id)
+        ctx = await self.acall_context()
+        slots = asyncio.Semaphore(self._max_connections)
+
+        async def cancel(batch_id: str) -> Batch:
+            async with slots:
+                batch = await self.arun(protocol.cancel_batch(ctx, batch_id))
+            self.log.info("Cancel requested: %s", batch.describe())
+            return batch
+
+        return await asyncio.gather(*map(cancel, batch_ids), return_exceptions=True)
+
+    async def await_batches(self, specs: Sequence[WaitSpec]) -> list[WaitOutcome]:
+        """Wait for several batches at once, each as its spec says."""
+        ctx = await self.acall_context()
+        return await asyncio.gather(*(self.arun(wait_for_batch(ctx, spec)) for spec in specs))
+
+
+def _lower(headers: Mapping[str, str]) -> dict[str, str]:
+    return {name.lower(): value for name, value in headers.items()}
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:300] if text else type(error).__name__
+
+
+def _current_context() -> Mapping[str, Any] | None:
+    try:
+        from airflow.sdk import get_current_context
+
+        context: Mapping[str, Any] = get_current_context()
+        return context
+    except Exception:
+        return None
+
+
+def _mask_sync(secrets: tuple[str, ...]) -> None:
+    from airflow.sdk.log import mask_secret
+
+    for secret in secrets:
+        mask_secret(secret)
+
+
+async def _mask_async(secrets: tuple[str, ...]) -> None:
+    try:
+        from airflow.sdk.log import amask_secret
+    except ImportError:  # Airflow < 3.2: the masker is process-local and safe to call
+        _mask_sync(secrets)
+        return
+    for secret in secrets:
+        await amask_secret(secret)
+
+
+async def _aget_connection(conn_id: str) -> Connection:
+    aget = getattr(BaseHook, "aget_connection", None)
+    if aget is not None:
+        return await aget(conn_id)  # type: ignore[no-any-return]
+    from asgiref.sync import sync_to_async
+
+    return await sync_to_async(BaseHook.get_connection)(conn_id)  # type: ignore[no-any-return]

@@ -1,0 +1,209 @@
+"""PortkeyBatchSensor: hold downstream tasks until a Portkey batch has finished."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from datetime import timedelta
+from typing import Any
+
+from airflow.sdk import BaseSensorOperator, PokeReturnValue
+from airflow.sdk.exceptions import AirflowSensorTimeout, AirflowSkipException
+
+from airflow_portkey._settings import DEFAULT_CONN_ID
+from airflow_portkey._tasks import (
+    DEFER_TIMEOUT_MARGIN,
+    batch_ids_from,
+    default_deferrable,
+    read_event,
+)
+from airflow_portkey._waiting import DEFAULT_MAX_TRANSIENT_FAILURES, check_status_sets, classify
+from airflow_portkey.batches import (
+    DEFAULT_FAILURE_STATUSES,
+    DEFAULT_SUCCESS_STATUSES,
+    Batch,
+    BatchStatus,
+    RequestCounts,
+    parse_status_set,
+)
+from airflow_portkey.exceptions import PortkeyBatchFailedError, PortkeyConfigError, PortkeyError
+from airflow_portkey.hooks.portkey import PortkeyHook
+
+
+def failure_message(batch: Batch) -> str:
+    errors = "; ".join(batch.errors[:5]) or "Portkey reported no error details"
+    return (
+        f"Batch {batch.id} ended {batch.status.value} "
+        f"(provider said {batch.raw_status!r}): {errors}"
+    )
+
+
+class PortkeyBatchSensor(BaseSensorOperator):
+    """Wait until a Portkey batch reaches a terminal status.
+
+    The task succeeds when the batch ends in one of ``success_statuses`` and fails (or, with
+    ``soft_fail``, is skipped) when it ends in one of ``failure_statuses``; its XCom value is
+    the batch as JSON. ``cancelling`` is not terminal: the sensor waits on through it.
+
+    :param batch_id: the batch to wait for (templated); a batch dict from XCom works too.
+    :param portkey_conn_id: the Portkey connection (templated).
+    :param success_statuses: statuses that mean success (default ``completed``).
+    :param failure_statuses: statuses that fail the task (default ``failed``, ``expired``,
+        ``cancelled``). A terminal status in neither set fails the task too. The sets must
+        not overlap.
+    :param poke_interval: seconds between polls (all modes).
+    :param timeout: seconds to wait in all before the sensor times out.
+    :param mode: ``poke`` (hold a worker slot and sleep) or ``reschedule`` (free the slot
+        between polls); ignored when ``deferrable``.
+    :param deferrable: wait in the triggerer instead of a worker slot. Defaults to
+        ``[operators] default_deferrable``.
+    :param soft_fail: skip the task instead of failing it on a failure status or a timeout.
+    :param exponential_backoff: lengthen the interval between polls as the wait goes on.
+    :param cancel_on_timeout: cancel the batch when the sensor times out (off by default:
+        the sensor watches a batch it does not own).
+    :param cancel_on_kill: cancel the batch when the task is killed (SIGTERM, a user marking
+        it failed, ``execution_timeout``; in deferrable mode needs Airflow 3.3+).
+    :param max_transient_failures: polls in a row that may fail (network, 5xx, 429) in
+        deferrable mode before the task fails; each poll already retries on its own.
+    """
+
+    template_fields: Sequence[str] = ("batch_id", "portkey_conn_id")
+    ui_color = "#f0e4ff"
+
+    def __init__(
+        self,
+        *,
+        batch_id: str | Any,
+        portkey_conn_id: str = DEFAULT_CONN_ID,
+        success_statuses: Iterable[str | BatchStatus] = DEFAULT_SUCCESS_STATUSES,
+        failure_statuses: Iterable[str | BatchStatus] = DEFAULT_FAILURE_STATUSES,
+        deferrable: bool | None = None,
+        cancel_on_timeout: bool = False,
+        cancel_on_kill: bool = False,
+        max_transient_failures: int = DEFAULT_MAX_TRANSIENT_FAILURES,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.batch_id = batch_id
+        self.portkey_conn_id = portkey_conn_id
+        self.success_statuses = parse_status_set(success_statuses, name="success_statuses")
+        self.failure_statuses = parse_status_set(failure_statuses, name="failure_statuses")
+        check_status_sets(self.success_statuses, self.failure_statuses)
+        if not self.poke_interval > 0:
+            raise ValueError(f"poke_interval must be positive, got {self.poke_interval!r}")
+        if not self.timeout > 0:
+            raise ValueError(f"timeout must be positive, got {self.timeout!r}")
+        self.deferrable = default_deferrable() if deferrable is None else deferrable
+        self.cancel_on_timeout = cancel_on_timeout
+        self.cancel_on_kill = cancel_on_kill
+        if max_transient_failures < 0:
+            raise ValueError("max_transient_failures must be 0 or more")
+        self.max_transient_failures = max_transient_failures
+        self._progress: RequestCounts | None = None
+        self._unknown_logged: set[str | None] = set()
+        self._last_verdict: str | None = None
+        self._hook: PortkeyHook | None = None
+
+    @property
+    def hook(self) -> PortkeyHook:
+        if self._hook is None:
+            self._hook = PortkeyHook(self.portkey_conn_id)
+        return self._hook
+
+    def _the_batch_id(self) -> str:
+        ids = batch_ids_from(self.batch_id, field="batch_id")
+        if len(ids) != 1:
+            raise PortkeyConfigError(
+                f"batch_id: PortkeyBatchSensor waits for one batch, got {len(ids)}; "
+                "map the sensor over the ids (.expand) to wait for each"
+            )
+        return ids[0]
+
+    def execute(self, context: Any) -> Any:
+        batch_id = self._the_batch_id()
+        if not self.deferrable:
+            try:
+                return super().execute(context)
+            except (AirflowSensorTimeout, AirflowSkipException):
+                # A timeout (a skip, with soft_fail) comes while the batch was still running.
+                if self._last_verdict is None:
+                    self._cancel_after_timeout(batch_id)
+                raise
+        # One poll first: a batch that has already finished needs no trip to the triggerer.
+        done = self.poke(context)
+        if done:
+            return done.xcom_value if isinstance(done, PokeReturnValue) else None
+        from airflow_portkey.triggers.batch import PortkeyBatchTrigger
+
+        self.hook.settings  # noqa: B018 - the trace headers below come from the loaded hook
+        self.defer(
+            trigger=PortkeyBatchTrigger(
+                batch_id,
+                portkey_conn_id=self.portkey_conn_id,
+                deadline=time.time() + self.timeout,
+                poll_interval=self.poke_interval,
+                success_statuses=[s.value for s in self.success_statuses],
+                failure_statuses=[s.value for s in self.failure_statuses],
+                max_transient_failures=self.max_transient_failures,
+                exponential_backoff=self.exponential_backoff,
+                cancel_on_kill=self.cancel_on_kill,
+                trace_id=self.hook.trace_id,
+                metadata=self.hook.trace_metadata,
+            ),
+            method_name="execute_complete",
+            timeout=timedelta(seconds=self.timeout) + DEFER_TIMEOUT_MARGIN,
+        )
+
+    def poke(self, context: Any) -> bool | PokeReturnValue:
+        batch = self.hook.get_batch(self._the_batch_id())
+        self._log_progress(batch)
+        self._last_verdict = classify(batch, self.success_statuses, self.failure_statuses)
+        if self._last_verdict == "success":
+            self.log.info("Batch finished: %s", batch.describe())
+            if batch.partial:
+                self.log.warning("Batch %s completed only in part", batch.id)
+            return PokeReturnValue(is_done=True, xcom_value=batch.to_xcom())
+        if self._last_verdict == "failure":
+            raise PortkeyBatchFailedError(failure_message(batch))
+        return False
+
+    def _log_progress(self, batch: Batch) -> None:
+        if batch.status is BatchStatus.UNKNOWN and batch.raw_status not in self._unknown_logged:
+            self._unknown_logged.add(batch.raw_status)
+            self.log.warning(
+                "Batch %s reports status %r, which this provider does not know; waiting on",
+                batch.id,
+                batch.raw_status,
+            )
+        if batch.request_counts != self._progress:
+            self._progress = batch.request_counts
+            self.log.info("%s", batch.describe())
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
+        """Resume after the trigger's event; everything needed comes from the event."""
+        payload = read_event(event)
+        batch_id = payload["batch_id"]
+        status = payload["status"]
+        if status == "success":
+            batch = Batch.from_xcom(payload["batch"])
+            self.log.info("Batch finished: %s", batch.describe())
+            return batch.to_xcom()
+        if status == "failure":
+            raise PortkeyBatchFailedError(failure_message(Batch.from_xcom(payload["batch"])))
+        if status == "timeout":
+            self._cancel_after_timeout(batch_id)
+            raise AirflowSensorTimeout(f"Batch {batch_id}: {payload['reason']}")
+        raise PortkeyError(f"Waiting for batch {batch_id} failed: {payload['reason']}")
+
+    def _cancel_after_timeout(self, batch_id: str) -> None:
+        if not self.cancel_on_timeout:
+            self.log.info("Timed out; batch %s left running (cancel_on_timeout is off)", batch_id)
+            return
+        self.log.warning("Timed out; cancelling batch %s (cancel_on_timeout)", batch_id)
+        self.hook.cancel_batch(batch_id)
+
+    def on_kill(self) -> None:
+        if self.cancel_on_kill:
+            batch_id = self._the_batch_id()
+            self.log.warning("Task killed; cancelling batch %s (cancel_on_kill)", batch_id)
+            self.hook.cancel_batch(batch_id)

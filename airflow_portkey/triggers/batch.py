@@ -1,0 +1,144 @@
+"""PortkeyBatchTrigger: wait for batches in the triggerer, without holding a worker slot."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from airflow_portkey._waiting import DEFAULT_MAX_TRANSIENT_FAILURES, WaitOutcome, WaitSpec
+from airflow_portkey.batches import normalize_status
+from airflow_portkey.exceptions import PortkeyError
+from airflow_portkey.hooks.portkey import PortkeyHook
+
+
+class PortkeyBatchTrigger(BaseTrigger):
+    """Poll one or more batches until each is done or an absolute deadline passes.
+
+    Fires exactly one event: ``{"status": "success" | "failure" | "timeout" | "error",
+    "batch_id", "batch_ids", "batch", "batches", "reason"}``. With several batches the status
+    is the worst of theirs (error, then timeout, then failure, then success).
+    It serialises ids, numbers and strings only: credentials are read from the connection
+    in the triggerer, never stored with the trigger.
+
+    :param batch_ids: the batch id, or several.
+    :param portkey_conn_id: the Portkey connection.
+    :param deadline: Unix time (seconds) at which waiting stops with a ``timeout`` event.
+    :param poll_interval: seconds between polls of one batch.
+    :param success_statuses: statuses that end the wait as success.
+    :param failure_statuses: statuses that end the wait as failure.
+    :param max_transient_failures: failed polls in a row tolerated before an ``error`` event.
+    :param exponential_backoff: double the interval after each poll (up to 10 minutes).
+    :param cancel_on_kill: cancel the batches when a user kills the deferred task
+        (mark failed, clear; Airflow 3.3+ calls ``on_kill`` for that).
+    :param trace_id: ``x-portkey-trace-id`` of the task that deferred.
+    :param metadata: ``x-portkey-metadata`` of the task that deferred.
+    """
+
+    def __init__(
+        self,
+        batch_ids: str | Sequence[str],
+        *,
+        portkey_conn_id: str,
+        deadline: float,
+        poll_interval: float,
+        success_statuses: Sequence[str] = ("completed",),
+        failure_statuses: Sequence[str] = ("failed", "expired", "cancelled"),
+        max_transient_failures: int = DEFAULT_MAX_TRANSIENT_FAILURES,
+        exponential_backoff: bool = False,
+        cancel_on_kill: bool = False,
+        trace_id: str | None = None,
+        metadata: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__()
+        self.batch_ids = [batch_ids] if isinstance(batch_ids, str) else list(batch_ids)
+        self.portkey_conn_id = portkey_conn_id
+        self.deadline = float(deadline)
+        self.poll_interval = float(poll_interval)
+        self.success_statuses = [normalize_status(s).value for s in success_statuses]
+        self.failure_statuses = [normalize_status(s).value for s in failure_statuses]
+        self.max_transient_failures = int(max_transient_failures)
+        self.exponential_backoff = bool(exponential_backoff)
+        self.cancel_on_kill = bool(cancel_on_kill)
+        self.trace_id = trace_id
+        self.metadata = dict(metadata or {})
+        # Check everything now, in the worker, so a bad argument fails the task before deferral.
+        self._specs = [self._spec(batch_id) for batch_id in self.batch_ids]
+        if not self._specs:
+            raise ValueError("PortkeyBatchTrigger needs at least one batch id")
+
+    def _spec(self, batch_id: str) -> WaitSpec:
+        return WaitSpec(
+            batch_id,
+            success=frozenset(map(normalize_status, self.success_statuses)),
+            failure=frozenset(map(normalize_status, self.failure_statuses)),
+            deadline=self.deadline,
+            poll_interval=self.poll_interval,
+            max_transient_failures=self.max_transient_failures,
+            backoff=self.exponential_backoff,
+        )
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "batch_ids": list(self.batch_ids),
+                "portkey_conn_id": self.portkey_conn_id,
+                "deadline": self.deadline,
+                "poll_interval": self.poll_interval,
+                "success_statuses": list(self.success_statuses),
+                "failure_statuses": list(self.failure_statuses),
+                "max_transient_failures": self.max_transient_failures,
+                "exponential_backoff": self.exponential_backoff,
+                "cancel_on_kill": self.cancel_on_kill,
+                "trace_id": self.trace_id,
+                "metadata": dict(self.metadata),
+            },
+        )
+
+    def _hook(self) -> PortkeyHook:
+        return PortkeyHook(self.portkey_conn_id, trace_id=self.trace_id, metadata=self.metadata)
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        hook = self._hook()
+        try:
+            outcomes = await hook.await_batches(self._specs)
+        except PortkeyError as error:
+            outcomes = [
+                WaitOutcome("error", spec.batch_id, None, str(error)) for spec in self._specs
+            ]
+        finally:
+            await hook.aclose()
+        yield TriggerEvent(event_payload(outcomes))
+
+    async def on_kill(self) -> None:
+        """Cancel the batches when a user kills the task (Airflow 3.3+), if asked to."""
+        if not self.cancel_on_kill:
+            return
+        hook = self._hook()
+        try:
+            results = await hook.acancel_batches(self.batch_ids)
+        finally:
+            await hook.aclose()
+        for batch_id, result in zip(self.batch_ids, results, strict=True):
+            if isinstance(result, BaseException):
+                self.log.warning("Could not cancel batch %s on kill: %s", batch_id, result)
+
+
+_SEVERITY = ("error", "timeout", "failure", "success")
+
+
+def event_payload(outcomes: Sequence[WaitOutcome]) -> dict[str, Any]:
+    """The one event of a wait: the worst status, every batch, and why."""
+    status = min((o.status for o in outcomes), key=_SEVERITY.index)
+    batches = [o.batch.to_xcom() if o.batch else None for o in outcomes]
+    reasons = [o.reason for o in outcomes if o.status == status]
+    return {
+        "status": status,
+        "batch_id": outcomes[0].batch_id,
+        "batch_ids": [o.batch_id for o in outcomes],
+        "batch": batches[0],
+        "batches": batches,
+        "reason": "; ".join(reasons),
+    }

@@ -1,0 +1,98 @@
+"""Scenario DAGs for cancelling: the teardown pattern, the cancel operator, the notifier."""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import DAG, task
+
+from airflow_portkey.notifications.cancel import PortkeyCancelBatchesNotifier
+from airflow_portkey.operators.batch import PortkeyCancelBatchOperator
+
+START = pendulum.datetime(2024, 1, 1)
+
+# A pipeline whose work may fail while its batch runs; the teardown cancels what is left.
+with DAG(
+    "teardown_pipeline",
+    schedule=None,
+    start_date=START,
+    catchup=False,
+    params={"batch_id": "", "fail": False},
+):
+
+    @task
+    def submitted(params: dict) -> str:
+        return params["batch_id"]
+
+    @task
+    def work(params: dict) -> None:
+        if params["fail"]:
+            raise RuntimeError("downstream work failed")
+
+    batch_id = submitted()
+    cancel = PortkeyCancelBatchOperator(task_id="cancel", batch_id=batch_id)
+    batch_id >> work() >> cancel.as_teardown(setups=batch_id)
+
+# The cancel operator on one id, a list from a mapped task, with or without waiting.
+for name, options in {
+    "one": {},
+    "wait_sync": {"wait_for_termination": True, "deferrable": False, "poll_interval": 0.1},
+    "wait_deferrable": {"wait_for_termination": True, "deferrable": True, "poll_interval": 0.1},
+    "wait_timeout": {
+        "wait_for_termination": True,
+        "deferrable": False,
+        "poll_interval": 0.1,
+        "wait_timeout": 1,
+    },
+}.items():
+    with DAG(
+        f"cancel_{name}",
+        schedule=None,
+        start_date=START,
+        catchup=False,
+        params={"batch_id": ""},
+    ):
+        PortkeyCancelBatchOperator(task_id="cancel", batch_id="{{ params.batch_id }}", **options)
+
+with DAG(
+    "cancel_mapped",
+    schedule=None,
+    start_date=START,
+    catchup=False,
+    params={"batch_ids": []},
+):
+
+    @task
+    def ids(params: dict) -> list[str]:
+        return params["batch_ids"]
+
+    @task
+    def submit(batch_id: str) -> str:
+        return batch_id
+
+    PortkeyCancelBatchOperator(
+        task_id="cancel",
+        batch_id=submit.expand(batch_id=ids()),
+        wait_for_termination=True,
+        deferrable=True,
+        poll_interval=0.1,
+    )
+
+# The notifier: a failing task cancels the batches its upstream pushed, and nothing else.
+with DAG(
+    "notifier_pipeline",
+    schedule=None,
+    start_date=START,
+    catchup=False,
+    params={"batch_ids": [], "fail": True},
+):
+
+    @task
+    def submit_many(params: dict) -> list[str]:
+        return params["batch_ids"]
+
+    @task(on_failure_callback=PortkeyCancelBatchesNotifier(task_ids=["submit_many"]))
+    def process(ids: list[str], params: dict) -> None:
+        if params["fail"]:
+            raise RuntimeError("processing failed")
+
+    process(submit_many())

@@ -1,0 +1,57 @@
+"""The sensor in poke, reschedule and deferrable mode, through real Airflow runs."""
+
+from __future__ import annotations
+
+import pytest
+
+MODES = ["poke", "reschedule", "deferrable"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_batch_that_completes_releases_downstream(mode, emulator, run_dag, finish_after_polls):
+    batch = emulator.add_batch(status="in_progress", hold=True)
+    finish_after_polls(batch["id"], "completed", polls=2)
+    result = run_dag(f"sensor_{mode}_wait", batch_id=batch["id"])
+    assert result.state == "success"
+    assert result.states == {"wait": "success", "downstream": "success"}
+    assert result.xcoms["wait"]["id"] == batch["id"]
+    assert result.xcoms["wait"]["status"] == "completed"
+    assert result.xcoms["downstream"] == "completed"
+    polls = emulator.requests_to(route="batches.get", batch_id=batch["id"])
+    assert len(polls) >= 2
+    assert not emulator.requests_to(route="batches.cancel")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_batch_that_fails_fails_the_sensor(mode, emulator, run_dag, finish_after_polls):
+    batch = emulator.add_batch(
+        status="in_progress",
+        hold=True,
+        errors=[{"code": "invalid_json_line", "message": "bad line", "line": 3}],
+    )
+    finish_after_polls(batch["id"], "failed", polls=2)
+    result = run_dag(f"sensor_{mode}_wait", batch_id=batch["id"])
+    assert result.state == "failed"
+    assert result.states["wait"] == "failed"
+    assert result.states["downstream"] == "upstream_failed"
+    assert "wait" not in result.xcoms
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(
+    ("variant", "wait_state", "cancels"),
+    [
+        ("plain", "failed", 0),
+        ("soft_fail", "skipped", 0),
+        ("cancel", "failed", 1),
+        ("soft_fail_cancel", "skipped", 1),
+    ],
+)
+def test_batch_that_never_finishes_times_out(mode, variant, wait_state, cancels, emulator, run_dag):
+    batch = emulator.add_batch(status="in_progress", hold=True)
+    result = run_dag(f"sensor_{mode}_{variant}", batch_id=batch["id"])
+    assert result.states["wait"] == wait_state
+    assert result.states["downstream"] in {"upstream_failed", "skipped"}
+    sent = emulator.requests_to(route="batches.cancel", batch_id=batch["id"])
+    assert len(sent) == cancels
+    assert emulator.get_batch(batch["id"])["status"] == ("cancelling" if cancels else "in_progress")
