@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import contextlib
+import logging
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
@@ -14,6 +15,8 @@ from airflow_portkey._waiting import EVENT_STATUSES, WaitOutcome, WaitSpec
 from airflow_portkey.batches import Batch
 from airflow_portkey.exceptions import PortkeyConfigError, PortkeyError
 from airflow_portkey.hooks.portkey import PortkeyHook
+
+log = logging.getLogger(__name__)
 
 # The framework's deferral timeout sits this far beyond the trigger's own deadline, so the
 # trigger's timeout event (and the cancel it may lead to) always arrives first.
@@ -83,6 +86,8 @@ def read_event(event: object, expected_ids: Sequence[str] | None = None) -> dict
     batches = event.get("batches")
     if not isinstance(batches, list) or len(batches) != len(ids):
         raise PortkeyError("The Portkey trigger's event does not carry one batch per id")
+    if status in {"success", "failure"} and not all(isinstance(b, Mapping) for b in batches):
+        raise PortkeyError(f"The Portkey trigger's {status} event lacks a batch")
     return dict(event)
 
 
@@ -122,4 +127,53 @@ def cancel_now(portkey_conn_id: str, batch_ids: Sequence[str], log: Any) -> None
             log.warning("Task killed: cancelled batch %s (now %s)", batch_id, batch.status.value)
         except Exception as error:  # keep going: every other batch must still be cancelled
             log.error("Task killed: could not cancel batch %s: %s", batch_id, error)
+    hook.close()
+
+
+def conclude(
+    payload: Mapping[str, Any],
+    *,
+    on_timeout: Any,
+    timeout_error: type[Exception],
+) -> dict[str, Any]:
+    """Act on one batch's wait result (a trigger event, or the same built in the worker).
+
+    Success returns the batch for XCom; failure raises PortkeyBatchFailedError with the
+    batch's errors; a timeout calls ``on_timeout(batch_id)`` (which may cancel) and raises
+    ``timeout_error``; an error raises PortkeyError with the trigger's reason.
+    """
+    from airflow_portkey.exceptions import PortkeyBatchFailedError
+
+    batch_id, status, reason = payload["batch_id"], payload["status"], payload["reason"]
+    raw: Mapping[str, Any] = payload.get("batch") or {}
+    if status == "success":
+        batch = Batch.from_xcom(raw)
+        if batch.partial:
+            log.warning("Batch %s completed only in part", batch.id)
+        log.info("Batch finished: %s", batch.describe())
+        return batch.to_xcom()
+    if status == "failure":
+        raise PortkeyBatchFailedError(failure_message(Batch.from_xcom(raw)))
+    if status == "timeout":
+        on_timeout(batch_id)
+        raise timeout_error(f"Batch {batch_id}: {reason}")
+    raise PortkeyError(f"Waiting for batch {batch_id} failed: {reason}")
+
+
+def failure_message(batch: Batch) -> str:
+    errors = "; ".join(batch.errors[:5]) or "Portkey reported no error details"
+    return (
+        f"Batch {batch.id} ended {batch.status.value} "
+        f"(provider said {batch.raw_status!r}): {errors}"
+    )
+
+
+def cancel_after_timeout(portkey_conn_id: str, batch_id: str, *, enabled: bool, log: Any) -> None:
+    """What a task that timed out waiting does with the batch: cancel it, or say it left it."""
+    if not enabled:
+        log.warning("Timed out; batch %s left running (cancel_on_timeout is off)", batch_id)
+        return
+    log.warning("Timed out; cancelling batch %s (cancel_on_timeout)", batch_id)
+    hook = PortkeyHook(portkey_conn_id)
+    hook.cancel_batch(batch_id)
     hook.close()

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from airflow_portkey import _protocol as protocol
 from airflow_portkey._protocol import CallContext, Note, Plan, Wait
@@ -156,14 +156,19 @@ def terminal_spec(
     )
 
 
-def ids_of(values: Iterable[object]) -> list[str]:
-    """Batch ids from XCom values: ids, batch dicts, or lists of either (nested once)."""
-    found: list[str] = []
-    for value in values:
-        items = value if isinstance(value, list | tuple) else [value]
-        for item in items:
-            if isinstance(item, dict):
-                item = item.get("id")
-            if item is not None:
-                found.append(item)  # type: ignore[arg-type]
-    return found
+_SEVERITY = ("error", "timeout", "failure", "success")
+
+
+def event_payload(outcomes: Sequence[WaitOutcome]) -> dict[str, Any]:
+    """The one event of a wait: the worst status, every batch, and why."""
+    status = min((o.status for o in outcomes), key=_SEVERITY.index)
+    batches = [o.batch.to_xcom() if o.batch else None for o in outcomes]
+    reasons = [o.reason for o in outcomes if o.status == status]
+    return {
+        "status": status,
+        "batch_id": outcomes[0].batch_id,
+        "batch_ids": [o.batch_id for o in outcomes],
+        "batch": batches[0],
+        "batches": batches,
+        "reason": "; ".join(reasons),
+    }

@@ -21,6 +21,7 @@ from typing import IO, TYPE_CHECKING, Any, ClassVar, TypeVar
 from airflow.sdk import BaseHook
 
 from airflow_portkey import _protocol as protocol
+from airflow_portkey._batch_input import upload_from
 from airflow_portkey._protocol import (
     ApiRequest,
     ApiResponse,
@@ -356,22 +357,22 @@ class PortkeyHook(BaseHook):
 
     def upload_file(
         self,
-        content: str | os.PathLike[str] | bytes,
+        content: bytes | str | os.PathLike[str] | Sequence[Mapping[str, Any]],
         *,
         purpose: str = "batch",
         filename: str | None = None,
     ) -> dict[str, Any]:
-        """Upload a file (JSONL batch input) and return Portkey's file object."""
-        if isinstance(content, bytes):
-            upload = Upload(content, filename or "batch_input.jsonl")
-        else:
-            path = Path(content)
-            if not path.is_file():
-                raise PortkeyConfigError(f"batch input file {str(path)!r} does not exist")
-            upload = Upload(path, filename or path.name)
-        body = self.run(
-            protocol.send(self.call_context, protocol.upload_file_request(upload, purpose))
-        )
+        """Upload batch input and return Portkey's file object.
+
+        ``content`` is JSONL bytes, a local path, an ObjectStoragePath, or a list of request
+        dicts (checked for custom_id, method, url and body before anything is sent).
+        """
+        upload = Upload(content, "batch_input.jsonl") if isinstance(content, bytes) else None
+        upload = upload or upload_from(content)
+        if filename:
+            upload = Upload(upload.content, filename, upload.content_type)
+        request = protocol.upload_file_request(upload, purpose)
+        body = self.run(protocol.send(self.call_context, request))
         if not isinstance(body, dict) or not isinstance(body.get("id"), str):
             raise PortkeyError("Portkey's answer to the file upload has no file id")
         return body
@@ -392,28 +393,42 @@ class PortkeyHook(BaseHook):
         return protocol.read_batch(body, request)
 
     def download_batch_output(self, batch_id: str, destination: str | os.PathLike[str]) -> int:
-        """Stream a finished batch's output JSONL to ``destination``; return its size in bytes."""
-        return self._download(protocol.batch_output_request(batch_id), Path(destination))
+        """Stream a finished batch's output JSONL to ``destination``; return its size in bytes.
+
+        ``destination`` is a local path or an ObjectStoragePath. The output file is read
+        through ``/files/{output_file_id}/content`` when the batch names one (OpenAI-style
+        providers, through hosted Portkey and the gateway alike), else through Portkey's
+        ``/batches/{batch_id}/output``.
+        """
+        batch = self.get_batch(batch_id)
+        if batch.output_file_id:
+            request = protocol.file_content_request(batch.output_file_id)
+        else:
+            request = protocol.batch_output_request(batch_id)
+        return self._download(request, destination)
 
     def download_file(self, file_id: str, destination: str | os.PathLike[str]) -> int:
         """Stream a file's content (an output or error file) to ``destination``."""
-        return self._download(protocol.file_content_request(file_id), Path(destination))
+        return self._download(protocol.file_content_request(file_id), destination)
 
-    def _download(self, request: ApiRequest, destination: Path) -> int:
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        # Write beside the destination and rename, so a failed download never leaves half a file.
-        with tempfile.NamedTemporaryFile(
-            dir=destination.parent, prefix=f".{destination.name}.", delete=False
-        ) as part:
-            try:
-                self.run(protocol.send(self.call_context, request), sink=part)
-                part.flush()
-            except BaseException:
-                part.close()
-                os.unlink(part.name)
-                raise
-        shutil.move(part.name, destination)
-        return destination.stat().st_size
+    def _download(self, request: ApiRequest, destination: str | os.PathLike[str]) -> int:
+        # Download to a local temporary file first: a retry can then start the file over,
+        # and a failed download never leaves half a file at the destination.
+        with tempfile.TemporaryFile() as part:
+            self.run(protocol.send(self.call_context, request), sink=part)
+            size = part.tell()
+            part.seek(0)
+            if hasattr(destination, "protocol") and hasattr(destination, "open"):
+                with destination.open("wb") as target:
+                    shutil.copyfileobj(part, target, 1 << 20)
+                return size
+            path = Path(destination)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            staged = path.with_name(f".{path.name}.part")
+            with staged.open("wb") as target:
+                shutil.copyfileobj(part, target, 1 << 20)
+            staged.replace(path)
+        return size
 
     def test_connection(self) -> tuple[bool, str]:
         """One cheap request (list one batch) to check the URL, the key and the routing."""

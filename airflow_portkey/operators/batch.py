@@ -9,19 +9,28 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 
+from airflow_portkey._batch_input import batch_metadata, upload_from
 from airflow_portkey._settings import DEFAULT_CONN_ID
 from airflow_portkey._tasks import (
     DEFER_TIMEOUT_MARGIN,
     batch_ids_from,
+    cancel_after_timeout,
     cancel_many,
     cancel_now,
+    conclude,
     default_deferrable,
     positive,
     read_event,
     wait_many,
 )
-from airflow_portkey._waiting import WaitOutcome, terminal_spec
-from airflow_portkey.batches import TERMINAL_STATUSES, Batch, BatchStatus
+from airflow_portkey._waiting import (
+    WaitOutcome,
+    WaitSpec,
+    check_status_sets,
+    event_payload,
+    terminal_spec,
+)
+from airflow_portkey.batches import TERMINAL_STATUSES, Batch, BatchStatus, parse_status_set
 from airflow_portkey.exceptions import PortkeyBatchTimeoutError, PortkeyError
 from airflow_portkey.hooks.portkey import PortkeyHook
 
@@ -182,3 +191,210 @@ def _outcome(batch_id: str, raw: dict[str, Any] | None, payload: dict[str, Any])
 def _xcom(batches: list[Batch], one: bool) -> XCom:
     values = [b.to_xcom() for b in batches]
     return values[0] if one else values
+
+
+class PortkeyCreateBatchOperator(BaseOperator):
+    """Upload batch input, create a Portkey batch, and optionally wait until it finishes.
+
+    The batch id is pushed to XCom (key ``batch_id``) as soon as the batch exists, before any
+    wait, so a teardown or failure callback can cancel it even if this task dies waiting.
+    The return value (XCom ``return_value``) is the batch as JSON: as created, or as finished
+    when ``wait_for_completion``.
+
+    This task owns its batch: when it is killed (SIGTERM, ``execution_timeout``, a user marking
+    it failed) it cancels the batch (``cancel_on_kill``), and when its own wait times out it
+    cancels it too (``cancel_on_timeout``).
+
+    A task retry uploads the input again and creates a new batch: Portkey has no idempotency
+    key for batches. The earlier try's batch was cancelled if that try was killed or timed
+    out while waiting; if it failed for another reason after the batch was created, cancel it
+    with a teardown (``PortkeyCancelBatchOperator(...).as_teardown(setups=...)``).
+
+    :param input: the requests: a list of dicts (``custom_id``, ``method``, ``url``, ``body``),
+        a local JSONL path, or an ObjectStoragePath (templated).
+    :param endpoint: the endpoint every request goes to (templated).
+    :param completion_window: the provider's completion window (templated).
+    :param metadata: metadata for the batch (templated); the Airflow dag, run and task ids are
+        added as ``airflow_dag_id``, ``airflow_run_id`` and ``airflow_task_id``.
+    :param portkey_conn_id: the Portkey connection (templated).
+    :param wait_for_completion: wait until the batch reaches a terminal status.
+    :param poll_interval: seconds between polls while waiting.
+    :param timeout: seconds to wait before giving up (and cancelling, see cancel_on_timeout).
+    :param deferrable: wait in the triggerer instead of a worker slot. Defaults to
+        ``[operators] default_deferrable``.
+    :param success_statuses: statuses that end the wait as success (default ``completed``).
+    :param failure_statuses: statuses that fail the task (default the other terminal ones).
+    :param cancel_on_kill: cancel the batch when the task is killed.
+    :param cancel_on_timeout: cancel the batch when the wait times out.
+    """
+
+    template_fields: Sequence[str] = (
+        "input",
+        "endpoint",
+        "completion_window",
+        "metadata",
+        "portkey_conn_id",
+    )
+    ui_color = "#e4f0ff"
+
+    def __init__(
+        self,
+        *,
+        input: Any,
+        endpoint: str = "/v1/chat/completions",
+        completion_window: str = "24h",
+        metadata: dict[str, str] | None = None,
+        portkey_conn_id: str = DEFAULT_CONN_ID,
+        wait_for_completion: bool = False,
+        poll_interval: float | timedelta = 30.0,
+        timeout: float | timedelta = timedelta(hours=24),
+        deferrable: bool | None = None,
+        success_statuses: Sequence[str] = ("completed",),
+        failure_statuses: Sequence[str] = ("failed", "expired", "cancelled"),
+        cancel_on_kill: bool = True,
+        cancel_on_timeout: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.input = input
+        self.endpoint = endpoint
+        self.completion_window = completion_window
+        self.metadata = metadata
+        self.portkey_conn_id = portkey_conn_id
+        self.wait_for_completion = wait_for_completion
+        self.poll_interval = positive("poll_interval", poll_interval)
+        self.wait_timeout = positive("timeout", timeout)
+        self.deferrable = default_deferrable() if deferrable is None else deferrable
+        self.success_statuses = parse_status_set(success_statuses, name="success_statuses")
+        self.failure_statuses = parse_status_set(failure_statuses, name="failure_statuses")
+        check_status_sets(self.success_statuses, self.failure_statuses)
+        self.cancel_on_kill = cancel_on_kill
+        self.cancel_on_timeout = cancel_on_timeout
+        self._owned: list[str] = []
+
+    def execute(self, context: Any) -> dict[str, Any] | None:
+        upload = upload_from(self.input)  # checked before any request
+        metadata = batch_metadata(self.metadata, _airflow_ids(context))
+        hook = PortkeyHook(self.portkey_conn_id)
+        file = hook.upload_file(upload.content, filename=upload.filename)
+        batch = hook.create_batch(
+            file["id"],
+            endpoint=self.endpoint,
+            completion_window=self.completion_window,
+            metadata=metadata,
+        )
+        self._owned = [batch.id]
+        ti = context.get("ti") if isinstance(context, dict) or hasattr(context, "get") else None
+        if ti is not None:
+            ti.xcom_push(key="batch_id", value=batch.id)
+        self.log.info("Created batch %s from file %s (%s)", batch.id, file["id"], self.endpoint)
+        if hook.trace_id:
+            self.log.info("Find it in Portkey's logs by trace id %s", hook.trace_id)
+        if not self.wait_for_completion:
+            return batch.to_xcom()
+        deadline = time.time() + self.wait_timeout
+        spec = WaitSpec(
+            batch.id,
+            success=self.success_statuses,
+            failure=self.failure_statuses,
+            deadline=deadline,
+            poll_interval=self.poll_interval,
+        )
+        if self.deferrable:
+            from airflow_portkey.triggers.batch import PortkeyBatchTrigger
+
+            self.defer(
+                trigger=PortkeyBatchTrigger(
+                    batch.id,
+                    portkey_conn_id=self.portkey_conn_id,
+                    deadline=deadline,
+                    poll_interval=self.poll_interval,
+                    success_statuses=[s.value for s in self.success_statuses],
+                    failure_statuses=[s.value for s in self.failure_statuses],
+                    cancel_on_kill=self.cancel_on_kill,
+                    trace_id=hook.trace_id,
+                    metadata=hook.trace_metadata,
+                ),
+                method_name="execute_complete",
+                timeout=timedelta(seconds=self.wait_timeout) + DEFER_TIMEOUT_MARGIN,
+            )
+        (outcome,) = wait_many(hook, [spec])
+        return self._conclude(event_payload([outcome]))
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
+        """Resume after the trigger: the batch id comes from the event."""
+        return self._conclude(read_event(event))
+
+    def _conclude(self, payload: dict[str, Any]) -> dict[str, Any]:
+        return conclude(
+            payload, on_timeout=self._cancel_after_timeout, timeout_error=PortkeyBatchTimeoutError
+        )
+
+    def _cancel_after_timeout(self, batch_id: str) -> None:
+        cancel_after_timeout(
+            self.portkey_conn_id, batch_id, enabled=self.cancel_on_timeout, log=self.log
+        )
+
+    def on_kill(self) -> None:
+        if self.cancel_on_kill and self._owned:
+            cancel_now(self.portkey_conn_id, self._owned, self.log)
+
+
+class PortkeyBatchResultsOperator(BaseOperator):
+    """Download a finished batch's output (and its error file, if any), streaming.
+
+    The XCom value is ``{"batch_id", "output_path", "output_bytes", "error_path",
+    "error_bytes"}`` with the paths as strings.
+
+    :param batch_id: the batch (templated); a batch dict from XCom works too.
+    :param output_path: where to write the output JSONL: a local path or an ObjectStoragePath
+        (templated).
+    :param error_path: where to write the error file, when the batch has one (templated).
+    :param portkey_conn_id: the Portkey connection (templated).
+    """
+
+    template_fields: Sequence[str] = ("batch_id", "output_path", "error_path", "portkey_conn_id")
+
+    def __init__(
+        self,
+        *,
+        batch_id: Any,
+        output_path: Any,
+        error_path: Any = None,
+        portkey_conn_id: str = DEFAULT_CONN_ID,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.batch_id = batch_id
+        self.output_path = output_path
+        self.error_path = error_path
+        self.portkey_conn_id = portkey_conn_id
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        ids = batch_ids_from(self.batch_id)
+        if len(ids) != 1:
+            raise PortkeyError(f"batch_id: one batch at a time, got {len(ids)}")
+        hook = PortkeyHook(self.portkey_conn_id)
+        batch = hook.get_batch(ids[0])
+        if batch.status is not BatchStatus.COMPLETED and not batch.output_file_id:
+            raise PortkeyError(f"Batch {batch.id} has no output yet: {batch.describe()}")
+        result: dict[str, Any] = {"batch_id": batch.id, "error_path": None, "error_bytes": 0}
+        result["output_bytes"] = hook.download_batch_output(batch.id, self.output_path)
+        result["output_path"] = str(self.output_path)
+        self.log.info("Wrote %d bytes of output to %s", result["output_bytes"], self.output_path)
+        if batch.error_file_id and self.error_path is not None:
+            result["error_bytes"] = hook.download_file(batch.error_file_id, self.error_path)
+            result["error_path"] = str(self.error_path)
+            self.log.info("Wrote %d bytes of errors to %s", result["error_bytes"], self.error_path)
+        return result
+
+
+def _airflow_ids(context: Any) -> dict[str, str]:
+    ti = context.get("ti") if hasattr(context, "get") else None
+    if ti is None:
+        return {}
+    return {
+        "airflow_dag_id": str(ti.dag_id),
+        "airflow_run_id": str(ti.run_id),
+        "airflow_task_id": str(ti.task_id),
+    }

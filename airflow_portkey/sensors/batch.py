@@ -14,7 +14,11 @@ from airflow_portkey._settings import DEFAULT_CONN_ID
 from airflow_portkey._tasks import (
     DEFER_TIMEOUT_MARGIN,
     batch_ids_from,
+    cancel_after_timeout,
+    cancel_now,
+    conclude,
     default_deferrable,
+    failure_message,
     read_event,
 )
 from airflow_portkey._waiting import DEFAULT_MAX_TRANSIENT_FAILURES, check_status_sets, classify
@@ -26,16 +30,8 @@ from airflow_portkey.batches import (
     RequestCounts,
     parse_status_set,
 )
-from airflow_portkey.exceptions import PortkeyBatchFailedError, PortkeyConfigError, PortkeyError
+from airflow_portkey.exceptions import PortkeyBatchFailedError, PortkeyConfigError
 from airflow_portkey.hooks.portkey import PortkeyHook
-
-
-def failure_message(batch: Batch) -> str:
-    errors = "; ".join(batch.errors[:5]) or "Portkey reported no error details"
-    return (
-        f"Batch {batch.id} ended {batch.status.value} "
-        f"(provider said {batch.raw_status!r}): {errors}"
-    )
 
 
 class PortkeyBatchSensor(BaseSensorOperator):
@@ -181,29 +177,17 @@ class PortkeyBatchSensor(BaseSensorOperator):
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
         """Resume after the trigger's event; everything needed comes from the event."""
-        payload = read_event(event)
-        batch_id = payload["batch_id"]
-        status = payload["status"]
-        if status == "success":
-            batch = Batch.from_xcom(payload["batch"])
-            self.log.info("Batch finished: %s", batch.describe())
-            return batch.to_xcom()
-        if status == "failure":
-            raise PortkeyBatchFailedError(failure_message(Batch.from_xcom(payload["batch"])))
-        if status == "timeout":
-            self._cancel_after_timeout(batch_id)
-            raise AirflowSensorTimeout(f"Batch {batch_id}: {payload['reason']}")
-        raise PortkeyError(f"Waiting for batch {batch_id} failed: {payload['reason']}")
+        return conclude(
+            read_event(event),
+            on_timeout=self._cancel_after_timeout,
+            timeout_error=AirflowSensorTimeout,
+        )
 
     def _cancel_after_timeout(self, batch_id: str) -> None:
-        if not self.cancel_on_timeout:
-            self.log.info("Timed out; batch %s left running (cancel_on_timeout is off)", batch_id)
-            return
-        self.log.warning("Timed out; cancelling batch %s (cancel_on_timeout)", batch_id)
-        self.hook.cancel_batch(batch_id)
+        cancel_after_timeout(
+            self.portkey_conn_id, batch_id, enabled=self.cancel_on_timeout, log=self.log
+        )
 
     def on_kill(self) -> None:
         if self.cancel_on_kill:
-            batch_id = self._the_batch_id()
-            self.log.warning("Task killed; cancelling batch %s (cancel_on_kill)", batch_id)
-            self.hook.cancel_batch(batch_id)
+            cancel_now(self.portkey_conn_id, [self._the_batch_id()], self.log)

@@ -7,7 +7,12 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_portkey._waiting import DEFAULT_MAX_TRANSIENT_FAILURES, WaitOutcome, WaitSpec
+from airflow_portkey._waiting import (
+    DEFAULT_MAX_TRANSIENT_FAILURES,
+    WaitOutcome,
+    WaitSpec,
+    event_payload,
+)
 from airflow_portkey.batches import normalize_status
 from airflow_portkey.exceptions import PortkeyError
 from airflow_portkey.hooks.portkey import PortkeyHook
@@ -124,21 +129,3 @@ class PortkeyBatchTrigger(BaseTrigger):
         for batch_id, result in zip(self.batch_ids, results, strict=True):
             if isinstance(result, BaseException):
                 self.log.warning("Could not cancel batch %s on kill: %s", batch_id, result)
-
-
-_SEVERITY = ("error", "timeout", "failure", "success")
-
-
-def event_payload(outcomes: Sequence[WaitOutcome]) -> dict[str, Any]:
-    """The one event of a wait: the worst status, every batch, and why."""
-    status = min((o.status for o in outcomes), key=_SEVERITY.index)
-    batches = [o.batch.to_xcom() if o.batch else None for o in outcomes]
-    reasons = [o.reason for o in outcomes if o.status == status]
-    return {
-        "status": status,
-        "batch_id": outcomes[0].batch_id,
-        "batch_ids": [o.batch_id for o in outcomes],
-        "batch": batches[0],
-        "batches": batches,
-        "reason": "; ".join(reasons),
-    }

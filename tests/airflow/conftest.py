@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,14 @@ from airflow_portkey.testing import PortkeyEmulator
 HERE = Path(__file__).parent
 EXAMPLE_DAGS = HERE.parent.parent / "dags"
 SCENARIO_DAGS = HERE / "dags"
-os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(SCENARIO_DAGS)
+
+# dag.test() serialises a DAG into the "dags-folder" bundle, so every DAG a test runs must live
+# in that one folder: link the example and scenario DAG files into a fresh one.
+DAGS_FOLDER = Path(tempfile.mkdtemp(prefix="airflow-portkey-dags-"))
+for source in (EXAMPLE_DAGS, SCENARIO_DAGS):
+    for dag_file in source.glob("*.py"):
+        (DAGS_FOLDER / f"{source.name}_{dag_file.name}").symlink_to(dag_file)
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(DAGS_FOLDER)
 
 
 @pytest.fixture(scope="session")
@@ -37,24 +45,20 @@ class DagRunResult:
 
 
 @pytest.fixture(scope="session")
-def dagbags(airflow_db: None) -> dict[Path, Any]:
+def dagbag(airflow_db: None) -> Any:
     from airflow.dag_processing.dagbag import DagBag
 
-    bags = {}
-    for folder in (SCENARIO_DAGS, EXAMPLE_DAGS):
-        bag = DagBag(str(folder))
-        assert not bag.import_errors, bag.import_errors
-        bags[folder] = bag
-    return bags
+    bag = DagBag(str(DAGS_FOLDER))
+    assert not bag.import_errors, bag.import_errors
+    return bag
 
 
 @pytest.fixture
-def run_dag(dagbags: dict[Path, Any]):
+def run_dag(dagbag: Any):
     """Run a DAG from the scenario or example folder through ``dag.test()``."""
 
     def run(dag_id: str, **conf: Any) -> DagRunResult:
-        dag = next(bag.get_dag(dag_id) for bag in dagbags.values() if dag_id in bag.dag_ids)
-        dag_run = dag.test(run_conf=conf)
+        dag_run = dagbag.get_dag(dag_id).test(run_conf=conf)
         return _result(dag_run)
 
     return run
@@ -85,9 +89,16 @@ def _result(dag_run: Any) -> DagRunResult:
 
 
 @pytest.fixture
-def emulator(monkeypatch: pytest.MonkeyPatch) -> Iterator[PortkeyEmulator]:
-    """A Portkey emulator that Airflow's default Portkey connection points at."""
-    with PortkeyEmulator(api_key="pk-airflow-test") as emu:
+def emulator(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[PortkeyEmulator]:
+    """A Portkey emulator that Airflow's default Portkey connection points at.
+
+    ``@pytest.mark.emulator(in_progress_s=...)`` passes options to the emulator.
+    """
+    marker = request.node.get_closest_marker("emulator")
+    options = {"api_key": "pk-airflow-test", **(marker.kwargs if marker else {})}
+    with PortkeyEmulator(**options) as emu:
         monkeypatch.setenv("AIRFLOW_CONN_PORTKEY_DEFAULT", emu.airflow_conn_json())
         yield emu
 
