@@ -3,8 +3,11 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 READY  := $(VENV)/.ready
+# Tier 3 runs the real Portkey gateway (npm @portkey-ai/gateway, pinned in package-lock.json).
+NODE_READY := node_modules/.ready
+NODE_HINT  := Node.js (>= 18) and npm are needed for the gateway tests (tests/gateway). Install them: Debian/Ubuntu: apt-get install nodejs npm; elsewhere: https://nodejs.org/en/download
 
-.PHONY: install test lint unit airflow-tests gateway-tests demo bench clean
+.PHONY: install node-install test lint unit airflow-tests gateway-tests demo bench clean
 
 install: $(READY)
 
@@ -13,6 +16,18 @@ $(READY): pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv
 	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[test]'
 	touch $(READY)
+
+# npm ci installs exactly package-lock.json (no postinstall scripts: the gateway's
+# patch-package step ships no patches). The stamp lives inside node_modules, so deleting
+# node_modules reinstalls.
+node-install: $(NODE_READY)
+
+$(NODE_READY): package.json package-lock.json
+	@command -v node >/dev/null 2>&1 || { echo "error: 'node' not found. $(NODE_HINT)" >&2; exit 1; }
+	@command -v npm >/dev/null 2>&1 || { echo "error: 'npm' not found. $(NODE_HINT)" >&2; exit 1; }
+	@node -e 'process.exit(+process.versions.node.split(".")[0] >= 18 ? 0 : 1)' || { echo "error: Node.js $$(node --version) is too old. $(NODE_HINT)" >&2; exit 1; }
+	npm ci --ignore-scripts --no-audit --no-fund
+	touch $(NODE_READY)
 
 lint: install
 	$(BIN)/ruff check .
@@ -25,11 +40,14 @@ unit: install
 airflow-tests: install
 	$(BIN)/pytest tests/airflow
 
-test: lint
+gateway-tests: install $(NODE_READY)
+	$(BIN)/pytest tests/gateway
+
+test: lint $(NODE_READY)
 	$(BIN)/pytest tests
 
 demo: install
-	$(BIN)/python -m airflow_portkey.demo
+	$(BIN)/python demo/run_demo.py
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache

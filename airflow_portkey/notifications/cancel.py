@@ -9,6 +9,7 @@ from airflow.sdk import BaseNotifier
 
 from airflow_portkey._settings import DEFAULT_CONN_ID
 from airflow_portkey._tasks import batch_ids_from, cancel_many
+from airflow_portkey._trace import trace_from_context
 from airflow_portkey.hooks.portkey import PortkeyHook
 
 
@@ -79,8 +80,12 @@ class PortkeyCancelBatchesNotifier(BaseNotifier):
         if not ids:
             return
         self.log.warning("Cancelling %d Portkey batch(es) after a failure: %s", len(ids), ids)
+        trace_id, metadata = trace_from_context(context)
         hook = PortkeyHook(
-            self.portkey_conn_id, max_connections=min(self.max_concurrency, len(ids))
+            self.portkey_conn_id,
+            trace_id=trace_id,
+            metadata=metadata,
+            max_connections=min(self.max_concurrency, len(ids)),
         )
         for batch_id, result in zip(ids, cancel_many(hook, ids), strict=True):
             if isinstance(result, BaseException):
