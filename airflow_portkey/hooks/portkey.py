@@ -203,22 +203,31 @@ class PortkeyHook(BaseHook):
             self._session = session
         return self._session
 
+    def _advance(self, plan: Plan[T], reply: Outcome | None) -> tuple[bool, Any]:
+        """Feed ``reply`` to the plan and log its notes; return (done, result or next action)."""
+        while True:
+            try:
+                action = plan.send(reply)
+            except StopIteration as done:
+                return True, done.value
+            if isinstance(action, Note):
+                self.log.log(action.level, "%s", action.message)
+                reply = None
+                continue
+            if isinstance(action, Wait) and action.reason:
+                self.log.warning("%s", action.reason)
+            return False, action
+
     def run(self, plan: Plan[T], sink: IO[bytes] | None = None) -> T:
         """Drive a protocol plan over requests, sleeping between retries."""
         session = self.get_conn()
         reply: Outcome | None = None
         while True:
-            try:
-                action = plan.send(reply)
-            except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
+            done, action = self._advance(plan, reply)
+            if done:
+                return action  # type: ignore[no-any-return]
             if isinstance(action, Wait):
-                if action.reason:
-                    self.log.warning("%s", action.reason)
                 time.sleep(action.seconds)
-                reply = None
-            elif isinstance(action, Note):
-                self.log.log(action.level, "%s", action.message)
                 reply = None
             else:
                 reply = self._send(session, action, sink)
@@ -267,17 +276,11 @@ class PortkeyHook(BaseHook):
         client = await self._aclient()
         reply: Outcome | None = None
         while True:
-            try:
-                action = plan.send(reply)
-            except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
+            done, action = self._advance(plan, reply)
+            if done:
+                return action  # type: ignore[no-any-return]
             if isinstance(action, Wait):
-                if action.reason:
-                    self.log.warning("%s", action.reason)
                 await asyncio.sleep(action.seconds)
-                reply = None
-            elif isinstance(action, Note):
-                self.log.log(action.level, "%s", action.message)
                 reply = None
             else:
                 reply = await self._asend(client, action)
