@@ -7,7 +7,7 @@ READY  := $(VENV)/.ready
 NODE_READY := node_modules/.ready
 NODE_HINT  := Node.js (>= 18) and npm are needed for the gateway tests (tests/gateway). Install them: Debian/Ubuntu: apt-get install nodejs npm; elsewhere: https://nodejs.org/en/download
 
-.PHONY: install node-install test lint unit airflow-tests gateway-tests demo bench clean
+.PHONY: install node-install test lint unit airflow-tests gateway-tests demo bench clean test-oldest-airflow
 
 install: $(READY)
 
@@ -51,3 +51,17 @@ demo: install
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache
+
+# The oldest Airflow this provider claims (pyproject.toml) passes tiers 1 and 2 too.
+OLDEST_AIRFLOW := 3.3.0
+OLD_VENV       := .venv-airflow-$(OLDEST_AIRFLOW)
+
+$(OLD_VENV)/.ready: pyproject.toml
+	$(PYTHON) -m venv $(OLD_VENV)
+	$(OLD_VENV)/bin/python -m pip install --quiet --disable-pip-version-check uv
+	$(OLD_VENV)/bin/uv pip install --quiet --python $(OLD_VENV)/bin/python \
+		"apache-airflow==$(OLDEST_AIRFLOW)" -e '.[test]'
+	touch $(OLD_VENV)/.ready
+
+test-oldest-airflow: $(OLD_VENV)/.ready
+	$(OLD_VENV)/bin/pytest tests/unit tests/airflow

@@ -249,6 +249,10 @@ def _error_fields(body: bytes) -> tuple[str, str | None, str | None, str | None]
             return error, None, None, provider
         if "message" in data:
             return str(data["message"]), None, None, provider
+        wrapped = data.get("html-message")
+        if isinstance(wrapped, str):
+            # The gateway wraps an upstream's non-JSON answer (an HTML page, a fetch error).
+            body = wrapped.encode()
     title = _TITLE.search(body)
     text = (title.group(1) if title else body).decode("utf-8", "replace")
     text = " ".join(_TAGS.sub(" ", text).split())

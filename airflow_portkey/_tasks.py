@@ -25,10 +25,8 @@ DEFER_TIMEOUT_MARGIN = timedelta(minutes=2)
 
 def default_deferrable() -> bool:
     """``[operators] default_deferrable``, as Airflow's own operators read it."""
-    try:
-        from airflow.sdk.configuration import conf
-    except ImportError:  # Airflow < 3.2
-        from airflow.configuration import conf
+    from airflow.sdk.configuration import conf
+
     return bool(conf.getboolean("operators", "default_deferrable", fallback=False))
 
 

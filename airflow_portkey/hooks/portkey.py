@@ -123,7 +123,7 @@ class PortkeyHook(BaseHook):
     async def aget_settings(self) -> PortkeySettings:
         """As :attr:`settings`, without blocking the event loop (for triggers)."""
         if self._settings is None:
-            connection = await _aget_connection(self.portkey_conn_id)
+            connection = await self.aget_connection(self.portkey_conn_id)
             settings = self._accept(connection, None)
             await _mask_async(settings.secrets)
         assert self._settings is not None
@@ -513,19 +513,7 @@ def _mask_sync(secrets: tuple[str, ...]) -> None:
 
 
 async def _mask_async(secrets: tuple[str, ...]) -> None:
-    try:
-        from airflow.sdk.log import amask_secret
-    except ImportError:  # Airflow < 3.2: the masker is process-local and safe to call
-        _mask_sync(secrets)
-        return
+    from airflow.sdk.log import amask_secret
+
     for secret in secrets:
         await amask_secret(secret)
-
-
-async def _aget_connection(conn_id: str) -> Connection:
-    aget = getattr(BaseHook, "aget_connection", None)
-    if aget is not None:
-        return await aget(conn_id)  # type: ignore[no-any-return]
-    from asgiref.sync import sync_to_async
-
-    return await sync_to_async(BaseHook.get_connection)(conn_id)  # type: ignore[no-any-return]

@@ -96,6 +96,7 @@ class Api:
                         provider=self._provider(req, batch_id),
                         batch_id=batch_id,
                         normal=lambda: self._serve(req, route, ident),
+                        upstream=state.settings.mode == "upstream",
                     )
             return self._serve(req, route, ident)
 

@@ -25,6 +25,13 @@ _SERVER_ERROR_MESSAGES = {
     503: "Service Unavailable",
     504: "Gateway Timeout",
 }
+# What an OpenAI-compatible provider says in its own error object (mode "upstream").
+_UPSTREAM_SERVER_ERROR_MESSAGES = {
+    500: "The server had an error while processing your request. Sorry about that!",
+    502: "Bad gateway.",
+    503: "The server is overloaded or not ready yet.",
+    504: "Gateway timeout.",
+}
 _HTML = (
     "<html>\r\n<head><title>{status} {reason}</title></head>\r\n<body>\r\n"
     "<center><h1>{status} {reason}</h1></center>\r\n<hr><center>nginx</center>\r\n"
@@ -101,8 +108,13 @@ def fault_result(
     provider: str | None,
     batch_id: str | None,
     normal: Callable[[], Result],
+    upstream: bool = False,
 ) -> Result:
-    """What the request gets under `fault`; `normal()` runs the real handler (side effects)."""
+    """What the request gets under `fault`; `normal()` runs the real handler (side effects).
+
+    `upstream`: the emulator plays an OpenAI-compatible provider behind the gateway, so its own
+    server errors are OpenAI's error objects rather than Portkey's failure bodies.
+    """
     p = fault.params
     kind = fault.kind
     if kind == "slow":
@@ -120,6 +132,11 @@ def fault_result(
         return _rate_limit(fault, provider)
     if kind == "server_error":
         status = int(p.get("status", 500))
+        if upstream:
+            message = p.get("message", _UPSTREAM_SERVER_ERROR_MESSAGES.get(status, "Server error"))
+            return openai_error(
+                status, message, provider=None, type="server_error", headers=_headers(fault)
+            )
         message = p.get("message", _SERVER_ERROR_MESSAGES.get(status, "Something went wrong"))
         response = gateway_failure(status, message)
         response.headers = _headers(fault)

@@ -387,6 +387,33 @@ def test_server_error_html_malformed_empty(emu: PortkeyEmulator, http: requests.
     assert http.get(url).json()["status"] == "in_progress"
 
 
+def test_upstream_server_errors_are_openai_error_objects() -> None:
+    """Behind the gateway the emulator is the provider: its 5xx bodies are OpenAI's, which the
+    gateway then prefixes ("openai error: ...") like any provider error."""
+    with PortkeyEmulator(mode="upstream", provider_api_key="sk-up") as emu:
+        url = f"{emu.base_url}/batches/{emu.add_batch()['id']}"
+        auth = {"Authorization": "Bearer sk-up"}
+        emu.add_fault("server_error", status=503, headers={"Retry-After": "2"})
+        emu.add_fault("server_error")
+        emu.add_fault("server_error", status=502, message="upstream down")
+        r = requests.get(url, headers=auth)
+        assert r.status_code == 503 and r.headers["Retry-After"] == "2"
+        assert r.json() == {
+            "error": {
+                "message": "The server is overloaded or not ready yet.",
+                "type": "server_error",
+                "param": None,
+                "code": None,
+            }
+        }
+        r = requests.get(url, headers=auth)
+        assert r.status_code == 500 and "provider" not in r.json()
+        assert r.json()["error"]["message"].startswith("The server had an error")
+        r = requests.get(url, headers=auth)
+        assert r.status_code == 502 and r.json()["error"]["message"] == "upstream down"
+        assert requests.get(url, headers=auth).status_code == 200
+
+
 def test_drop_fault(emu: PortkeyEmulator, http: requests.Session) -> None:
     b = emu.add_batch()["id"]
     emu.add_fault("drop")

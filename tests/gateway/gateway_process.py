@@ -1,0 +1,229 @@
+"""Start and stop the real open-source Portkey gateway (npm ``@portkey-ai/gateway``) on loopback.
+
+The gateway runs as ``node --import <preloads> .../start-server.js --port=N --headless`` in its
+own process group. Two preloads are always loaded (see ``preload/``): one binds it to 127.0.0.1
+(it binds every interface otherwise) and one refuses any connection off the machine (its
+``/batches/{id}/output`` route dials api.openai.com whatever the custom host says).
+
+Node.js and ``node_modules`` (``make node_modules/.ready``, i.e. ``npm ci``) are required: when
+they are missing, the tier-3 tests fail with :data:`INSTALL_HINT` rather than skip.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+NODE_MODULES = REPO / "node_modules"
+START_SERVER = NODE_MODULES / "@portkey-ai" / "gateway" / "build" / "start-server.js"
+PRELOADS = (
+    Path(__file__).resolve().parent / "preload" / "bind_loopback.mjs",
+    Path(__file__).resolve().parent / "preload" / "block_offhost.mjs",
+)
+# What package.json / package-lock.json pin; a plain `npm install` of the gateway today floats
+# @hono/node-server to a version that breaks every streamed response (gateway issue #1389).
+PINNED = {"@portkey-ai/gateway": "1.15.2", "@hono/node-server": "1.13.8"}
+MIN_NODE_MAJOR = 18
+READY_BODY = b"AI Gateway says hey!"
+BLOCKED_MARK = "[offhost-guard] BLOCKED"
+
+INSTALL_HINT = (
+    f"The tier-3 tests run the real Portkey gateway, which needs Node.js (>= {MIN_NODE_MAJOR}) "
+    "and npm. Install them (Debian/Ubuntu: `apt-get install nodejs npm`; elsewhere see "
+    "https://nodejs.org/en/download), then run `make node_modules/.ready` "
+    "(npm ci from package-lock.json)."
+)
+
+# Variables that would make the gateway reach something other than the emulator.
+_SCRUBBED_ENV = (
+    "REDIS_CONNECTION_STRING",
+    "TRUSTED_CUSTOM_HOSTS",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+    "NODE_OPTIONS",
+)
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+class GatewayUnavailable(RuntimeError):
+    """Node.js or the pinned gateway install is missing."""
+
+
+def check_installation() -> str:
+    """The path of ``node``, or GatewayUnavailable saying what is missing and how to fix it."""
+    node = shutil.which("node")
+    if node is None:
+        raise GatewayUnavailable(f"`node` was not found on PATH. {INSTALL_HINT}")
+    version = subprocess.run(
+        [node, "--version"], capture_output=True, text=True, timeout=30, check=False
+    ).stdout.strip()
+    try:
+        major = int(version.lstrip("v").split(".")[0])
+    except ValueError:
+        raise GatewayUnavailable(f"`node --version` said {version!r}. {INSTALL_HINT}") from None
+    if major < MIN_NODE_MAJOR:
+        raise GatewayUnavailable(f"Node.js {version} is too old. {INSTALL_HINT}")
+    if not START_SERVER.is_file():
+        raise GatewayUnavailable(f"{START_SERVER} is missing. {INSTALL_HINT}")
+    for package, wanted in PINNED.items():
+        manifest = NODE_MODULES / package / "package.json"
+        found = json.loads(manifest.read_text())["version"] if manifest.is_file() else None
+        if found != wanted:
+            raise GatewayUnavailable(
+                f"node_modules holds {package} {found}, but package-lock.json pins {wanted}. "
+                "Run `make node_modules/.ready` (npm ci), not `npm install`."
+            )
+    return node
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def listening_addresses(port: int) -> set[str]:
+    """Local addresses with a TCP socket in LISTEN state on ``port`` (from /proc/net)."""
+    found: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            address, port_hex = fields[1].rsplit(":", 1)
+            if fields[3] == "0A" and int(port_hex, 16) == port:
+                found.add(_decode_address(address))
+    return found
+
+
+def _decode_address(hex_address: str) -> str:
+    raw = bytes.fromhex(hex_address)
+    # /proc/net lists addresses as 32-bit words in host (little-endian) order.
+    words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+    family = socket.AF_INET if len(words) == 4 else socket.AF_INET6
+    return socket.inet_ntop(family, words)
+
+
+class Gateway:
+    """One gateway process; its stdout and stderr go to a log file read by the tests."""
+
+    def __init__(self, node: str, port: int | None = None) -> None:
+        self.node = node
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._log_dir = tempfile.mkdtemp(prefix="portkey-gateway-")
+        self.log_path = Path(self._log_dir) / "gateway.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.startup_seconds = 0.0
+
+    @property
+    def base_url(self) -> str:
+        """What a Portkey connection uses as its host."""
+        return self.url + "/v1"
+
+    def command(self) -> list[str]:
+        preloads = [arg for path in PRELOADS for arg in ("--import", path.as_uri())]
+        return [self.node, *preloads, str(START_SERVER), f"--port={self.port}", "--headless"]
+
+    def start(self, timeout: float = 30.0) -> Gateway:
+        env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED_ENV}
+        started = time.monotonic()
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                self.command(),
+                cwd=self._log_dir,  # it writes no files; if it ever did, they land here
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,  # its own process group, stopped as one
+            )
+        deadline = started + timeout
+        while not self._ready():
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"the Portkey gateway exited with {self.proc.returncode} before it was "
+                    f"ready; its output:\n{self.log_text()}"
+                )
+            if time.monotonic() > deadline:
+                self.stop()
+                raise TimeoutError(
+                    f"the Portkey gateway was not ready within {timeout:.0f}s; "
+                    f"its output:\n{self.log_text()}"
+                )
+            time.sleep(0.05)
+        self.startup_seconds = time.monotonic() - started
+        return self
+
+    def _ready(self) -> bool:
+        """GET / answers 200 "AI Gateway says hey!" once the app is mounted."""
+        try:
+            with _NO_PROXY.open(self.url + "/", timeout=1) as response:
+                return response.status == 200 and response.read() == READY_BODY
+        except OSError:
+            return False
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM the process group (SIGKILL if it lingers); returns the exit code."""
+        proc = self.proc
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout)
+        return proc.returncode
+
+    def group_alive(self) -> bool:
+        """Whether any process of the gateway's process group is still there."""
+        if self.proc is None:
+            return False
+        try:
+            os.killpg(self.proc.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    def log_size(self) -> int:
+        try:
+            return self.log_path.stat().st_size
+        except OSError:
+            return 0
+
+    def log_text(self, since: int = 0) -> str:
+        try:
+            with open(self.log_path, "rb") as log:
+                log.seek(since)
+                return log.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self._log_dir, ignore_errors=True)

@@ -1,0 +1,93 @@
+"""The harness itself: the gateway listens on loopback only and cannot reach beyond it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+
+import pytest
+
+from .gateway_process import (
+    BLOCKED_MARK,
+    PRELOADS,
+    Gateway,
+    check_installation,
+    free_port,
+    listening_addresses,
+)
+
+
+def test_gateway_listens_on_loopback_only(gateway: Gateway) -> None:
+    assert listening_addresses(gateway.port) == {"127.0.0.1"}
+
+
+def test_a_gateway_stops_with_its_whole_process_group(gateway: Gateway) -> None:
+    """What the session fixture does at the end, checked on a second gateway."""
+    other = Gateway(check_installation()).start()
+    try:
+        assert other.alive and other.port != gateway.port
+        assert listening_addresses(other.port) == {"127.0.0.1"}
+    finally:
+        code = other.stop()
+        other.cleanup()
+    assert code == -signal.SIGTERM  # it has no handler: SIGTERM ends it at once
+    assert not other.group_alive()
+    with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.1", other.port)):
+        pass
+
+
+# A tripwire below the guard: if the guard let anything through, the tripwire would see it and
+# stop it, so this check itself never sends a packet off the machine.
+_GUARD_CHECK = """
+import net from 'node:net';
+import dns from 'node:dns';
+const tripped = [];
+net.Socket.prototype.connect = function (...a) {
+  const o = Array.isArray(a[0]) ? a[0][0] : a[0];
+  tripped.push('connect ' + o.host + ':' + o.port);
+  throw new Error('tripwire');
+};
+dns.lookup = (host) => { tripped.push('dns ' + host); throw new Error('tripwire'); };
+await import(process.env.GUARD_URL);
+const results = [];
+for (const url of ['http://192.0.2.1/v1/batches', 'https://api.openai.com/v1/batches/b/output']) {
+  try { await fetch(url); results.push('fetched ' + url); }
+  catch (e) { results.push(String(e.cause && e.cause.message)); }
+}
+try { net.connect({host: '198.51.100.7', port: 80}); results.push('connected'); }
+catch (e) { results.push(e.message); }
+await new Promise((done) => {
+  dns.lookup('example.com', (err) => { results.push(err.code); done(); });
+});
+try { await fetch(`http://127.0.0.1:${process.env.LOOPBACK_PORT}/`); results.push('fetched'); }
+catch (e) { results.push(String(e.cause && e.cause.message)); }
+console.log(JSON.stringify({results, tripped}));
+"""
+
+
+def test_offhost_guard_refuses_before_any_connection(gateway: Gateway) -> None:
+    port = free_port()
+    env = {**os.environ, "GUARD_URL": PRELOADS[1].as_uri(), "LOOPBACK_PORT": str(port)}
+    env.pop("NODE_OPTIONS", None)
+    out = subprocess.run(
+        [gateway.node, "--input-type=module", "-e", _GUARD_CHECK],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        env=env,
+    )
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["results"] == [
+        "non-loopback blocked: 192.0.2.1",
+        "non-loopback blocked: api.openai.com",
+        "non-loopback connect blocked: 198.51.100.7",
+        "ENOTFOUND",
+        "tripwire",  # loopback is let through, down to the socket layer
+    ]
+    assert report["tripped"] == [f"connect 127.0.0.1:{port}"]
+    assert out.stderr.count(BLOCKED_MARK) == 4
