@@ -47,6 +47,8 @@ test: lint $(NODE_READY)
 	$(BIN)/pytest tests
 
 demo: install
+	@if command -v npm >/dev/null 2>&1; then $(MAKE) --no-print-directory node-install; \
+	else echo "Node.js not found: the demo talks to the emulator without the real gateway."; fi
 	$(BIN)/python demo/run_demo.py
 
 clean:

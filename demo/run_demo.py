@@ -126,16 +126,21 @@ def run_dags(report: Report, emu: Any) -> list[dict[str, Any]]:
 def describe_run(dag_id: str, what: str, dag_run: Any, emu: Any, seconds: float) -> dict[str, Any]:
     from airflow.utils.session import create_session
 
+    from airflow_portkey._trace import trace_from_context
+
+    tasks = []
     with create_session() as session:
         tis = sorted(dag_run.get_task_instances(session=session), key=lambda ti: ti.start_date or 0)
-        tasks = [(ti.task_id, str(getattr(ti.state, "value", ti.state))) for ti in tis]
+        for ti in tis:
+            # The trace id the task's requests carried (the gateway does not pass x-portkey-*
+            # headers upstream, so it is derived here exactly as the hook derives it).
+            trace_id, _ = trace_from_context({"ti": ti})
+            tasks.append((ti.task_id, str(getattr(ti.state, "value", ti.state)), trace_id))
     batches: dict[str, dict[str, Any]] = {}
     for request in emu.requests:
         if request.batch_id:
-            entry = batches.setdefault(request.batch_id, {"cancels": 0, "traces": set()})
+            entry = batches.setdefault(request.batch_id, {"cancels": 0})
             entry["cancels"] += request.route == "batches.cancel"
-            if trace := request.headers.get("x-portkey-trace-id"):
-                entry["traces"].add(trace)
     for batch_id, entry in batches.items():
         entry["status"] = emu.get_batch(batch_id)["status"]
     return {
@@ -153,8 +158,8 @@ def print_report(report: Report, runs: list[dict[str, Any]]) -> None:
         report.line()
         report.line(f"DAG {run['dag_id']}: {run['state'].upper()} in {run['seconds']:.1f}s")
         report.line(f"  ({run['what']})")
-        for task_id, state in run["tasks"]:
-            report.line(f"  task {task_id:<24} {state}")
+        for task_id, state, trace_id in run["tasks"]:
+            report.line(f"  task {task_id:<22} {state:<8} trace id {trace_id}")
         for batch_id, entry in run["batches"].items():
             if entry["cancels"]:
                 why = (
@@ -167,8 +172,6 @@ def print_report(report: Report, runs: list[dict[str, Any]]) -> None:
             else:
                 why = "not cancelled"
             report.line(f"  batch {batch_id}: {entry['status']} ({why})")
-            for trace in sorted(entry["traces"]):
-                report.line(f"    trace id {trace}")
 
 
 def main() -> int:
