@@ -44,7 +44,7 @@ gateway-tests: install $(NODE_READY)
 	$(BIN)/pytest tests/gateway
 
 test: lint $(NODE_READY)
-	$(BIN)/pytest tests
+	$(BIN)/pytest tests --ignore=tests/deployment
 
 demo: install
 	@if command -v npm >/dev/null 2>&1; then $(MAKE) --no-print-directory node-install; \

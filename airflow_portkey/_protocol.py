@@ -65,6 +65,8 @@ class ApiRequest:
     upload: Upload | None = None
     stream: bool = False
     """When true, a successful body is written to the caller's sink, not kept in memory."""
+    idempotent: bool = True
+    """False for a request that must not be repeated once the server may have acted on it."""
 
     def describe(self) -> str:
         return f"{self.method} {self.path}"
@@ -186,7 +188,8 @@ def create_batch_request(
     }
     if metadata:
         body["metadata"] = dict(metadata)
-    return ApiRequest("POST", "/batches", json_body=body)
+    # Portkey has no idempotency key for batches: a repeated create may make a second batch.
+    return ApiRequest("POST", "/batches", json_body=body, idempotent=False)
 
 
 def upload_file_request(upload: Upload, purpose: str) -> ApiRequest:
@@ -353,19 +356,34 @@ def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> f
     return max(0.0, moment.timestamp() - (time.time() if now is None else now))
 
 
+# Answers that say the server did not act on the request, so even a create may be repeated.
+NOT_ACTED_ON_STATUS_CODES = frozenset({429})
+
+
+def surely_not_acted_on(outcome: Outcome) -> bool:
+    if isinstance(outcome, TransportFailure):
+        return outcome.kind == "connect"
+    return outcome.status_code in NOT_ACTED_ON_STATUS_CODES
+
+
 def retry_delay(
     policy: RetryPolicy,
     attempt: int,
     outcome: Outcome,
     elapsed: float,
     rng: Callable[[], float] = random.random,
+    *,
+    idempotent: bool = True,
 ) -> float | None:
     """Seconds to wait before attempt ``attempt + 1``, or None when the call must not retry.
 
     Full jitter (a uniform wait up to the exponential bound) keeps many tasks that failed
-    together from coming back together; a server's Retry-After wins, capped.
+    together from coming back together; a server's Retry-After wins, capped. A request that
+    is not idempotent is repeated only when the server surely did not act on it.
     """
     if attempt >= policy.max_retries:
+        return None
+    if not idempotent and not surely_not_acted_on(outcome):
         return None
     hinted = None
     if isinstance(outcome, ApiResponse):
@@ -417,7 +435,14 @@ def send(ctx: CallContext, request: ApiRequest) -> Plan[Any]:
         try:
             return _read(ctx, request, outcome)
         except (PortkeyTransportError, PortkeyAPIError) as error:
-            delay = retry_delay(ctx.policy, attempt, outcome, ctx.clock() - started, ctx.rng)
+            delay = retry_delay(
+                ctx.policy,
+                attempt,
+                outcome,
+                ctx.clock() - started,
+                ctx.rng,
+                idempotent=request.idempotent,
+            )
             if delay is None:
                 if attempt:
                     error.add_note(f"gave up after {attempt + 1} attempts")

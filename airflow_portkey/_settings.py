@@ -77,9 +77,15 @@ class PortkeySettings:
 
     @property
     def secrets(self) -> tuple[str, ...]:
-        """Values that must never reach a log, an error, an XCom or a rendered template."""
-        candidates = (self.api_key, self.virtual_key, self.config, self.provider_api_key)
-        return tuple(value for value in candidates if value)
+        """Values that must never reach a log, an error, an XCom or a rendered template.
+
+        An inline config counts as a whole and for every credential inside it, since a
+        provider may echo one of those on its own.
+        """
+        candidates = [self.api_key, self.virtual_key, self.config, self.provider_api_key]
+        if self.config and self.config.startswith("{"):
+            candidates.extend(_credentials_in(json.loads(self.config)))
+        return tuple(dict.fromkeys(value for value in candidates if value))
 
     def headers(self) -> dict[str, str]:
         """The headers every request carries (trace headers are added per request)."""
@@ -97,6 +103,23 @@ class PortkeySettings:
         headers.update({name: value for name, value in optional.items() if value})
         headers.update(self.extra_headers)
         return headers
+
+
+_CREDENTIAL_WORDS = ("key", "token", "secret", "password", "credential")
+
+
+def _credentials_in(value: object, name: str = "") -> list[str]:
+    """String values under credential-like keys, at any depth of a config object."""
+    if isinstance(value, Mapping):
+        found = []
+        for key, item in value.items():
+            found.extend(_credentials_in(item, str(key).lower()))
+        return found
+    if isinstance(value, list):
+        return [text for item in value for text in _credentials_in(item, name)]
+    if isinstance(value, str) and any(word in name for word in _CREDENTIAL_WORDS):
+        return [value]
+    return []
 
 
 def _blank_to_none(value: object) -> object:

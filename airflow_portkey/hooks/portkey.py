@@ -252,6 +252,9 @@ class PortkeyHook(BaseHook):
                 files=files,
                 timeout=(settings.connect_timeout, settings.read_timeout),
                 stream=request.stream,
+                # A redirect would carry the keys to whatever host it names; httpx does not
+                # follow them either, so both paths answer a 3xx with the same error.
+                allow_redirects=False,
             ) as response:
                 if request.stream and sink is not None and response.status_code < 300:
                     sink.seek(0)
@@ -265,7 +268,11 @@ class PortkeyHook(BaseHook):
         except requests.Timeout as error:
             return TransportFailure("timeout", type(error).__name__)
         except requests.ConnectionError as error:
-            return TransportFailure("connect", _first_line(error))
+            from urllib3.exceptions import ProtocolError
+
+            # requests also reports a connection the server dropped as a ConnectionError.
+            dropped = any(isinstance(arg, ProtocolError) for arg in error.args)
+            return TransportFailure("dropped" if dropped else "connect", _first_line(error))
         except requests.RequestException as error:
             return TransportFailure("dropped", _first_line(error))
 

@@ -2,28 +2,16 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from airflow_portkey.testing import PortkeyEmulator
+from tests.conftest import DAGS_FOLDER, EXAMPLE_DAGS, SCENARIO_DAGS
 
-HERE = Path(__file__).parent
-EXAMPLE_DAGS = HERE.parent.parent / "dags"
-SCENARIO_DAGS = HERE / "dags"
-
-# dag.test() serialises a DAG into the "dags-folder" bundle, so every DAG a test runs must live
-# in that one folder: link the example and scenario DAG files into a fresh one.
-DAGS_FOLDER = Path(tempfile.mkdtemp(prefix="airflow-portkey-dags-"))
-for source in (EXAMPLE_DAGS, SCENARIO_DAGS):
-    for dag_file in source.glob("*.py"):
-        (DAGS_FOLDER / f"{source.name}_{dag_file.name}").symlink_to(dag_file)
-os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(DAGS_FOLDER)
+__all__ = ["DAGS_FOLDER", "EXAMPLE_DAGS", "SCENARIO_DAGS"]
 
 
 @pytest.fixture(scope="session")

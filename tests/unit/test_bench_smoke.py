@@ -1,0 +1,135 @@
+"""The benchmarks still run: each bench/ script in --smoke mode, as a subprocess.
+
+The five start together (most of a smoke run is a process importing Airflow, and the machine
+has two cores), then each test waits for its own and checks the figures it printed.
+Smoke mode needs no baselines environment and writes no docs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+BENCH = REPO / "bench"
+TIMEOUT_S = 180
+
+NUMBER = r"[0-9]+(?:\.[0-9]+)?"
+VERDICT = r"(?:MET|MISSED) \(.+\)"
+
+# What each script must print: a line for every figure, a verdict for every goal.
+EXPECTED: dict[str, list[str]] = {
+    "bench_triggerer.py": [
+        *(
+            rf"^{variant} \| 20 \| [0-9]+ \([0-9]+%\) \| {NUMBER} \| {NUMBER} \| -?{NUMBER} \| "
+            rf"{NUMBER} \| {NUMBER}% \| -?{NUMBER} \| {NUMBER}$"
+            for variant in ("provider", "floor_shared", "floor_client", "thread")
+        ),
+        rf"^tracemalloc, bytes held per waiting trigger \(n=20\): provider -?{NUMBER} KiB",
+        rf"^n=20: CPU per poll provider/floor = {NUMBER}x .* thread/provider = {NUMBER}x$",
+        rf"^GOAL triggerer CPU within 1\.3x the floor at 20: {VERDICT}$",
+        rf"^GOAL triggerer CPU >=3x less than the thread pattern at 20: {VERDICT}$",
+        rf"^GOAL p99 event-loop lag < 50 ms at 20: {VERDICT}$",
+        r"^BENCH triggerer done$",
+    ],
+    "bench_detection.py": [
+        rf"^detection latency, poll interval 0\.2 s, 3 samples: median {NUMBER} ms, "
+        rf"p95 {NUMBER} ms, max {NUMBER} ms",
+        rf"^GOAL detection <= poll interval \+ 50 ms: {VERDICT}$",
+        r"^BENCH detection done$",
+    ],
+    "bench_cancel.py": [
+        *(
+            rf"^  {method} +{NUMBER} s  \({NUMBER} ms/batch; runs .*30 cancels \+ [0-9]+ other"
+            for method in ("operator", "raw", "one_by_one")
+        ),
+        rf"^  operator/raw = {NUMBER}x; one-by-one/operator = {NUMBER}x$",
+        r"^  checked: every batch cancelling or cancelled, exactly 30 cancel requests per run$",
+        rf"^GOAL cancel fan-out within 1\.2x raw httpx \(loopback\): {VERDICT}$",
+        rf"^GOAL cancel fan-out >=5x faster than one by one \(20 ms latency\): {VERDICT}$",
+        r"^BENCH cancel done$",
+    ],
+    "bench_import.py": [
+        r"^\(smoke: baselines skipped",
+        rf"^  operator \+ sensor +{NUMBER} ms  \(min {NUMBER}, max {NUMBER}\)$",
+        rf"^  sensor alone +{NUMBER} ms",
+        rf"^GOAL DAG parse cost <= 30 ms: {VERDICT}$",
+        r"^BENCH import done$",
+    ],
+    "bench_overhead.py": [
+        *(
+            rf"^  {re.escape(call)} +{NUMBER} us wall +{NUMBER} us CPU$"
+            for call in (
+                "hook.get_batch",
+                "requests.Session.get",
+                "hook.aget_batch",
+                "httpx.AsyncClient.get",
+            )
+        ),
+        rf"^  sync: hook/raw = {NUMBER}x wall, {NUMBER}x CPU$",
+        rf"^GOAL per-call overhead within 1\.15x \(async\): {VERDICT}$",
+        r"^BENCH overhead done$",
+    ],
+}
+
+
+@dataclass
+class Run:
+    proc: subprocess.Popen[bytes]
+    output: Path
+    figures: Path
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Run]]:
+    tmp = tmp_path_factory.mktemp("bench-smoke")
+    # A clean environment: no AIRFLOW_* settings of the test run leak into the benchmarks.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+    started: dict[str, Run] = {}
+    try:
+        for script in EXPECTED:
+            output, figures = tmp / f"{script}.out", tmp / f"{script}.json"
+            with output.open("wb") as sink:
+                proc = subprocess.Popen(
+                    [sys.executable, str(BENCH / script), "--smoke", "--json", str(figures)],
+                    cwd=REPO,
+                    env=env,
+                    stdout=sink,
+                    stderr=subprocess.STDOUT,
+                )
+            started[script] = Run(proc, output, figures)
+        yield started
+    finally:
+        for run in started.values():
+            if run.proc.poll() is None:
+                run.proc.kill()
+                run.proc.wait()
+
+
+@pytest.mark.parametrize("script", list(EXPECTED))
+def test_smoke_run_prints_its_figures(runs: dict[str, Run], script: str) -> None:
+    run = runs[script]
+    try:
+        code = run.proc.wait(TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        run.proc.kill()
+        pytest.fail(f"{script} --smoke did not finish in {TIMEOUT_S}s")
+    text = run.output.read_text(errors="replace")
+    assert code == 0, f"{script} --smoke exited {code}:\n{text[-4000:]}"
+    lines = text.splitlines()
+    for pattern in EXPECTED[script]:
+        assert any(re.search(pattern, line) for line in lines), (
+            f"{script} printed no line matching {pattern!r}:\n{text[-4000:]}"
+        )
+    figures = json.loads(run.figures.read_text())
+    assert figures["goals"], "the JSON figures name the goals"
+    assert all(isinstance(g["met"], bool) for g in figures["goals"])
+    assert figures["markdown"].strip()
