@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -322,3 +323,39 @@ def test_bad_request_list_is_refused_before_upload(
     with pytest.raises(PortkeyConfigError, match=words):
         hook.upload_file(requests)  # type: ignore[arg-type]
     assert emulator.requests == []
+
+
+def _uploaded(hook: PortkeyHook) -> str:
+    line = b'{"custom_id":"a","method":"POST","url":"/v1/chat/completions","body":{}}\n'
+    return str(hook.upload_file(line)["id"])
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"kind": "server_error", "status": 502},
+        {"kind": "drop"},
+        {"kind": "malformed_json"},
+    ],
+    ids=["502", "dropped", "malformed"],
+)
+def test_a_create_that_portkey_may_have_acted_on_is_not_repeated(
+    emulator: PortkeyEmulator, hook: PortkeyHook, fault: dict[str, Any]
+) -> None:
+    file_id = _uploaded(hook)
+    options = dict(fault)
+    emulator.add_fault(options.pop("kind"), route="batches.create", times=1, **options)
+    with pytest.raises(PortkeyError):
+        hook.create_batch(file_id)
+    # A second POST could start a second, billed batch: one attempt only.
+    assert len(emulator.requests_to(route="batches.create")) == 1
+
+
+def test_a_create_refused_with_429_is_repeated(
+    emulator: PortkeyEmulator, hook: PortkeyHook
+) -> None:
+    file_id = _uploaded(hook)
+    emulator.add_fault("rate_limit", route="batches.create", times=1, retry_after="0.05")
+    batch = hook.create_batch(file_id)
+    assert batch.id
+    assert len(emulator.requests_to(route="batches.create")) == 2
