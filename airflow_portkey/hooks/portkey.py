@@ -116,7 +116,8 @@ class PortkeyHook(BaseHook):
     def settings(self) -> PortkeySettings:
         """The checked connection; read once, on first use."""
         if self._settings is None:
-            self._accept(self.get_connection(self.portkey_conn_id), _mask_sync)
+            settings = self._accept(self.get_connection(self.portkey_conn_id))
+            _mask_sync(settings.secrets)
         assert self._settings is not None
         return self._settings
 
@@ -124,12 +125,12 @@ class PortkeyHook(BaseHook):
         """As :attr:`settings`, without blocking the event loop (for triggers)."""
         if self._settings is None:
             connection = await self.aget_connection(self.portkey_conn_id)
-            settings = self._accept(connection, None)
+            settings = self._accept(connection)
             await _mask_async(settings.secrets)
         assert self._settings is not None
         return self._settings
 
-    def _accept(self, connection: Connection, mask: Any) -> PortkeySettings:
+    def _accept(self, connection: Connection) -> PortkeySettings:
         conn_type = getattr(connection, "conn_type", None)
         if conn_type and conn_type != CONN_TYPE:
             raise PortkeyConfigError(
@@ -144,8 +145,6 @@ class PortkeyHook(BaseHook):
             port=connection.port,
             schema=connection.schema,
         )
-        if mask is not None:
-            mask(settings.secrets)
         if settings.unknown_extras:
             self.log.warning(
                 "Portkey connection %r has extras this provider does not read: %s",
@@ -159,7 +158,8 @@ class PortkeyHook(BaseHook):
             policy=self._retry_policy
             or RetryPolicy(max_retries=settings.max_retries, budget=settings.retry_budget),
         )
-        self._headers = settings.headers() | self._trace_headers(settings)
+        # The connection's own "headers" extra comes last: it may override the trace headers.
+        self._headers = self._trace_headers(settings) | settings.headers()
         return settings
 
     def _trace_headers(self, settings: PortkeySettings) -> dict[str, str]:
