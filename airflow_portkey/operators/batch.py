@@ -133,7 +133,7 @@ class PortkeyCancelBatchOperator(BaseOperator):
         specs = [
             terminal_spec(i, deadline=deadline, poll_interval=self.poll_interval) for i in pending
         ]
-        outcomes = wait_many(PortkeyHook(self.portkey_conn_id), specs)
+        outcomes = wait_many(hook, specs)
         return self._finish(batches, outcomes, one)
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> XCom:
@@ -150,11 +150,10 @@ class PortkeyCancelBatchOperator(BaseOperator):
         for batch_id, result in zip(ids, results, strict=True):
             if isinstance(result, BaseException):
                 failures.append(f"{batch_id}: {result}")
-            elif result.status in (BatchStatus.CANCELLING, BatchStatus.CANCELLED):
-                batches.append(result)
-            else:
+                continue
+            if result.status not in (BatchStatus.CANCELLING, BatchStatus.CANCELLED):
                 self.log.info("Batch %s was already %s; left alone", batch_id, result.status.value)
-                batches.append(result)
+            batches.append(result)
         if failures:
             raise PortkeyError(
                 f"Could not cancel {len(failures)} of {len(ids)} batches "
