@@ -14,6 +14,7 @@ import os
 import shutil
 import tempfile
 import time
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, ClassVar, TypeVar
@@ -124,9 +125,7 @@ class PortkeyHook(BaseHook):
     async def aget_settings(self) -> PortkeySettings:
         """As :attr:`settings`, without blocking the event loop (for triggers)."""
         if self._settings is None:
-            connection = await self.aget_connection(self.portkey_conn_id)
-            settings = self._accept(connection)
-            await _mask_async(settings.secrets)
+            self._accept(await _shared_connection(self.portkey_conn_id))
         assert self._settings is not None
         return self._settings
 
@@ -137,14 +136,7 @@ class PortkeyHook(BaseHook):
                 f"Airflow connection {self.portkey_conn_id!r} is of type {conn_type!r}; "
                 f"PortkeyHook needs a connection of type {CONN_TYPE!r}"
             )
-        settings = settings_from_connection(
-            self.portkey_conn_id,
-            host=connection.host,
-            password=connection.password,
-            extra=connection.extra_dejson,
-            port=connection.port,
-            schema=connection.schema,
-        )
+        settings = _settings_of(self.portkey_conn_id, connection)
         if settings.unknown_extras:
             self.log.warning(
                 "Portkey connection %r has extras this provider does not read: %s",
@@ -519,8 +511,47 @@ def _mask_sync(secrets: tuple[str, ...]) -> None:
         mask_secret(secret)
 
 
-async def _mask_async(secrets: tuple[str, ...]) -> None:
+# A triggerer may start thousands of triggers on one connection at once: they share one
+# lookup (and one masking of its secrets) per event loop, renewed after this many seconds.
+_CONNECTION_TTL = 60.0
+_connections: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[str, tuple[float, asyncio.Future[Connection]]]
+] = weakref.WeakKeyDictionary()
+
+
+async def _shared_connection(conn_id: str) -> Connection:
+    per_loop = _connections.setdefault(asyncio.get_running_loop(), {})
+    entry = per_loop.get(conn_id)
+    if entry is None or entry[0] < time.monotonic():
+        entry = (time.monotonic() + _CONNECTION_TTL, asyncio.ensure_future(_fetch(conn_id)))
+        per_loop[conn_id] = entry
+    try:
+        return await asyncio.shield(entry[1])
+    except Exception:
+        if per_loop.get(conn_id) is entry:
+            del per_loop[conn_id]  # a failed lookup is not remembered
+        raise
+
+
+async def _fetch(conn_id: str) -> Connection:
     from airflow.sdk.log import amask_secret
 
+    connection: Connection = await BaseHook.aget_connection(conn_id)
+    try:
+        secrets = _settings_of(conn_id, connection).secrets
+    except PortkeyConfigError:
+        secrets = ()  # the hook refuses this connection itself, naming the field
     for secret in secrets:
         await amask_secret(secret)
+    return connection
+
+
+def _settings_of(conn_id: str, connection: Connection) -> PortkeySettings:
+    return settings_from_connection(
+        conn_id,
+        host=connection.host,
+        password=connection.password,
+        extra=connection.extra_dejson,
+        port=connection.port,
+        schema=connection.schema,
+    )
