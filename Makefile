@@ -46,10 +46,22 @@ gateway-tests: install $(NODE_READY)
 test: lint $(NODE_READY)
 	$(BIN)/pytest tests --ignore=tests/deployment
 
+# Tier 4 (deployment): Airflow's own processes (api-server, scheduler with LocalExecutor,
+# triggerer, dag-processor) on loopback and SQLite, against the emulator as a process of its own.
+# `make test` skips this tier (it needs PORTKEY_DEPLOYMENT_TESTS=1); it takes up to 10 minutes.
+.PHONY: test-deployment
+test-deployment: install
+	PORTKEY_DEPLOYMENT_TESTS=1 $(BIN)/pytest tests/deployment -s -p no:cacheprovider
+
 demo: install
 	@if command -v npm >/dev/null 2>&1; then $(MAKE) --no-print-directory node-install; \
 	else echo "Node.js not found: the demo talks to the emulator without the real gateway."; fi
 	$(BIN)/python demo/run_demo.py
+
+# Benchmarks (bench/): builds bench/.venv-baselines for the baselines (the project's venv stays
+# lean), runs every benchmark and writes docs/benchmarks.md. Under 10 minutes.
+bench: install
+	$(BIN)/python bench/run_all.py
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache
