@@ -174,6 +174,10 @@ def print_report(report: Report, runs: list[dict[str, Any]]) -> None:
             report.line(f"  batch {batch_id}: {entry['status']} ({why})")
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--no-gateway", action="store_true", help="talk to the emulator directly")
@@ -189,7 +193,7 @@ def main() -> int:
         }
     )
     # Ctrl-C and SIGTERM unwind through the finally blocks, which stop the gateway.
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    signal.signal(signal.SIGTERM, _interrupt)
     log_path = home / "airflow-demo.log"
     report = Report(sys.stdout)
     report.line("airflow-portkey demo: example DAGs in a real Airflow on SQLite, offline")
