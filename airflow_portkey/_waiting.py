@@ -74,6 +74,9 @@ class WaitSpec:
     max_transient_failures: int = DEFAULT_MAX_TRANSIENT_FAILURES
     backoff: bool = False
     max_poll_interval: float = 600.0
+    first_poll_delay: float = 0.0
+    """Seconds before the first poll: a task that has just read the batch need not read it
+    again at once (and an event in the first seconds of a deferral hits an Airflow 3.3 race)."""
 
     def __post_init__(self) -> None:
         protocol.check_batch_id(self.batch_id)
@@ -100,6 +103,8 @@ def wait_for_batch(
     last: Batch | None = None
     progress: RequestCounts | None = None
     unknown_words: set[str | None] = set()
+    if spec.first_poll_delay > 0:
+        yield Wait(max(0.0, min(spec.first_poll_delay, spec.deadline - clock())), "")
     while True:
         try:
             batch = yield from protocol.get_batch(ctx, spec.batch_id)

@@ -145,6 +145,7 @@ class PortkeyBatchSensor(BaseSensorOperator):
                 cancel_on_kill=self.cancel_on_kill,
                 trace_id=self.hook.trace_id,
                 metadata=self.hook.trace_metadata,
+                first_poll_delay=self.poke_interval,
             ),
             method_name="execute_complete",
             timeout=timedelta(seconds=self.timeout) + DEFER_TIMEOUT_MARGIN,

@@ -39,6 +39,8 @@ class PortkeyBatchTrigger(BaseTrigger):
         (mark failed, clear; Airflow 3.3+ calls ``on_kill`` for that).
     :param trace_id: ``x-portkey-trace-id`` of the task that deferred.
     :param metadata: ``x-portkey-metadata`` of the task that deferred.
+    :param first_poll_delay: seconds to wait before the first poll; the tasks pass their poll
+        interval, since they read the batch just before deferring.
     """
 
     def __init__(
@@ -55,6 +57,7 @@ class PortkeyBatchTrigger(BaseTrigger):
         cancel_on_kill: bool = False,
         trace_id: str | None = None,
         metadata: dict[str, str] | None = None,
+        first_poll_delay: float = 0.0,
     ) -> None:
         super().__init__()
         self.batch_ids = [batch_ids] if isinstance(batch_ids, str) else list(batch_ids)
@@ -68,6 +71,7 @@ class PortkeyBatchTrigger(BaseTrigger):
         self.cancel_on_kill = bool(cancel_on_kill)
         self.trace_id = trace_id
         self.metadata = dict(metadata or {})
+        self.first_poll_delay = float(first_poll_delay)
         # Check everything now, in the worker, so a bad argument fails the task before deferral.
         self._specs = [self._spec(batch_id) for batch_id in self.batch_ids]
         if not self._specs:
@@ -82,6 +86,7 @@ class PortkeyBatchTrigger(BaseTrigger):
             poll_interval=self.poll_interval,
             max_transient_failures=self.max_transient_failures,
             backoff=self.exponential_backoff,
+            first_poll_delay=self.first_poll_delay,
         )
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -99,6 +104,7 @@ class PortkeyBatchTrigger(BaseTrigger):
                 "cancel_on_kill": self.cancel_on_kill,
                 "trace_id": self.trace_id,
                 "metadata": dict(self.metadata),
+                "first_poll_delay": self.first_poll_delay,
             },
         )
 

@@ -134,3 +134,13 @@ def test_bad_arguments_fail_before_deferral(emulator):
     with pytest.raises(Exception, match="batch_id"):
         make_trigger("../admin")
     assert not emulator.requests
+
+
+def test_first_poll_waits_when_the_task_has_just_read_the_batch(emulator):
+    batch = emulator.add_batch(status="completed", hold=True)
+    started = time.monotonic()  # the clock RecordedRequest.received_at uses
+    events, _ = run_to_event(make_trigger(batch["id"], first_poll_delay=0.5))
+    assert [e.payload["status"] for e in events] == ["success"]
+    (poll,) = emulator.requests_to(route="batches.get")
+    # One poll, and it came after the delay, not at once.
+    assert poll.received_at - started >= 0.45
