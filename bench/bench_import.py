@@ -1,7 +1,8 @@
 """Benchmark 4, DAG parse cost: what importing this provider adds to a DAG file.
 
 Measured after ``from airflow.sdk import DAG`` (every DAG file imports it first), each sample
-in a brand-new interpreter (see _import_probe.py), median of the samples. One sample times
+in a brand-new interpreter (see _import_probe.py), median of the samples (the first may
+also write bytecode caches; the median leaves it out). One sample times
 the operator's import, then the sensor's on top, so their sum is the pair's cost.
 Baselines, measured the same way with the baselines virtual environment
 (bench/.venv-baselines, built by ``make bench``; the same Airflow version):
@@ -67,10 +68,6 @@ def run(smoke: bool) -> dict[str, Any]:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-import-") as home:
         env = {**os.environ, **c.airflow_env(None, home)}
-        if not smoke:  # first, unmeasured: writes the bytecode caches
-            probe(sys.executable, OWN, env)
-            if baselines:
-                probe(baselines, [step for steps in BASELINES.values() for step in steps], env)
         for _ in range(repeats):
             for where, python, steps in jobs:  # interleaved: slow moments hit every target
                 timings = probe(python, steps, env)

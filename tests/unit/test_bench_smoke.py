@@ -30,7 +30,7 @@ EXPECTED: dict[str, list[str]] = {
     "bench_triggerer.py": [
         *(
             rf"^{variant} \| 20 \| [0-9]+ \([0-9]+%\) \| {NUMBER} \| {NUMBER} \| -?{NUMBER} \| "
-            rf"{NUMBER} \| {NUMBER}% \| -?{NUMBER} \| {NUMBER}$"
+            rf"{NUMBER} \| {NUMBER}% \| -?{NUMBER} \| {NUMBER} \| {NUMBER}$"
             for variant in ("provider", "floor_shared", "floor_client", "thread")
         ),
         rf"^tracemalloc, bytes held per waiting trigger \(n=20\): provider -?{NUMBER} KiB",
@@ -58,9 +58,9 @@ EXPECTED: dict[str, list[str]] = {
         r"^BENCH cancel done$",
     ],
     "bench_import.py": [
-        r"^\(smoke: baselines skipped",
+        r"^\(smoke: one sample; baselines skipped",
         rf"^  operator \+ sensor +{NUMBER} ms  \(min {NUMBER}, max {NUMBER}\)$",
-        rf"^  sensor alone +{NUMBER} ms",
+        rf"^  sensor, after the operator +{NUMBER} ms",
         rf"^GOAL DAG parse cost <= 30 ms: {VERDICT}$",
         r"^BENCH import done$",
     ],
