@@ -155,7 +155,7 @@ def run(smoke: bool) -> dict[str, Any]:
     # Loopback answers at once, so there nothing but CPU limits either way; a real API takes
     # tens to hundreds of milliseconds per call, which is what concurrency is for. The second
     # scenario has the emulator answer every cancel after 20 ms (other connections go on).
-    scenarios = [(0.0, 1, 1), (0.02, 1, 1)] if smoke else [(0.0, 3, 3), (0.02, 3, 1)]
+    scenarios = [(0.0, 1, 1), (0.02, 1, 1)] if smoke else [(0.0, 3, 3), (0.02, 2, 1)]
     with tempfile.TemporaryDirectory(prefix="bench-cancel-") as tmp, c.Emulator() as emu:
         spec = {
             "kind": "cancel",

@@ -126,7 +126,7 @@ def worker(spec_path: str) -> None:
 
 
 def run(smoke: bool) -> dict[str, Any]:
-    rounds, per_round = (2, 25) if smoke else (20, 125)
+    rounds, per_round = (2, 25) if smoke else (16, 125)
     with tempfile.TemporaryDirectory(prefix="bench-overhead-") as tmp, c.Emulator() as emu:
         spec = {
             "kind": "overhead",

@@ -120,21 +120,24 @@ def write_doc(
             [
                 "- Everything talks to the Portkey emulator (`python -m airflow_portkey.testing"
                 " --no-record`) in a process of its own, over loopback, with the Airflow "
-                "connection in `AIRFLOW_CONN_PORTKEY_DEFAULT`.",
+                "connection in `AIRFLOW_CONN_PORTKEY_DEFAULT`. Compiled bytecode is kept in "
+                "bench/.pycache (`PYTHONPYCACHEPREFIX`), as an installed package has it.",
                 "- 1: CPU is the waiting process's own CPU time over the measured window, "
                 "divided by the polls the emulator counted in it. The floor is the cheaper of "
-                "two minimal httpx pollers: all waits on one shared `AsyncClient` "
-                "(`floor_shared`), or one minimal `AsyncClient` per wait with a shared SSL "
-                "context, `trust_env=False` and a keep-alive longer than the interval "
-                "(`floor_client`). `thread` is `asyncio.to_thread(requests.get)` per poll. "
-                "Lag is how late a 10 ms ticker on the same loop wakes; a poll is on time when "
-                "its request starts within 100 ms of its schedule.",
+                "two minimal httpx pollers that kept to their schedule: all waits on one shared "
+                "`AsyncClient` (`floor_shared`), or one minimal `AsyncClient` per wait with a "
+                "shared SSL context, `trust_env=False` and a keep-alive longer than the interval "
+                "(`floor_client`). `thread` is `asyncio.to_thread(requests.get)` per poll. Every "
+                "variant runs in a process that has imported Airflow, as a triggerer has. Lag is "
+                "how late a 10 ms ticker on the same loop wakes; a poll is on time when its "
+                "request starts within 100 ms of its schedule. A variant that made fewer than "
+                "90% of its scheduled polls fell behind, and its goals count as missed.",
                 "- 3: on loopback the emulator answers at once, so only CPU limits either way; "
                 "the second scenario has the emulator answer each cancel after 20 ms, a "
                 "stand-in for a real API's round trip.",
-                "- 4: processes forked right after `from airflow.sdk import DAG`, so each "
-                "import starts from the state a DAG file is in; three new interpreters "
-                "cross-check the figure.",
+                "- 4: every sample is a new interpreter that imports `airflow.sdk`'s DAG, then "
+                "the target (forking one process that has done the first import instead reads "
+                "about 40% higher here: copy-on-write faults).",
                 "- Source: `bench/`; each script takes `--smoke` for a quick check.",
             ]
         ),
