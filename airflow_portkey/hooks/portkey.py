@@ -78,6 +78,7 @@ class PortkeyHook(BaseHook):
     :param retry_policy: overrides the connection's ``max_retries`` and ``retry_budget``.
     :param max_connections: connections the async client keeps open at most (the number of
         requests it can have in flight at once).
+    :param keepalive_expiry: seconds the async client keeps an idle connection open.
     """
 
     conn_name_attr = "portkey_conn_id"
@@ -95,6 +96,7 @@ class PortkeyHook(BaseHook):
         metadata: Mapping[str, str] | None = None,
         retry_policy: RetryPolicy | None = None,
         max_connections: int = 10,
+        keepalive_expiry: float = 5.0,
     ) -> None:
         super().__init__()
         self.portkey_conn_id = portkey_conn_id
@@ -104,6 +106,7 @@ class PortkeyHook(BaseHook):
         if max_connections < 1:
             raise ValueError(f"max_connections must be at least 1, got {max_connections}")
         self._max_connections = max_connections
+        self._keepalive_expiry = keepalive_expiry
         self._settings: PortkeySettings | None = None
         self._call: CallContext | None = None
         self._headers: dict[str, str] = {}
@@ -296,6 +299,7 @@ class PortkeyHook(BaseHook):
                 limits=httpx.Limits(
                     max_connections=self._max_connections,
                     max_keepalive_connections=self._max_connections,
+                    keepalive_expiry=self._keepalive_expiry,
                 ),
             )
         return self._async_client

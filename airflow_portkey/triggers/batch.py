@@ -109,7 +109,14 @@ class PortkeyBatchTrigger(BaseTrigger):
         )
 
     def _hook(self) -> PortkeyHook:
-        return PortkeyHook(self.portkey_conn_id, trace_id=self.trace_id, metadata=self.metadata)
+        # Keep the connection open across polls: with httpx's default (5 s, a usual poll
+        # interval) every poll would open a new one, a quarter of a poll's CPU.
+        return PortkeyHook(
+            self.portkey_conn_id,
+            trace_id=self.trace_id,
+            metadata=self.metadata,
+            keepalive_expiry=self.poll_interval + 30.0,
+        )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         hook = self._hook()
