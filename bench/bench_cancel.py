@@ -230,7 +230,7 @@ def report(result: dict[str, Any]) -> list[dict[str, Any]]:
             f"  {m:11} {med[m]:7.3f} s  ({1e3 * med[m] / n:.2f} ms/batch; runs {runs}; "
             f"{n} cancels + {max(result['other_requests'][m])} other requests)"
         )
-    c.say(f"  operator/raw = {vs_raw:.2f}x; one-by-one/operator = {vs_serial:.1f}x")
+    c.say(f"  operator/raw = {vs_raw:.2f}x; one-by-one/operator = {vs_serial:.2f}x")
     c.say(f"  checked: every batch cancelling or cancelled, exactly {n} cancel requests per run")
     tag = f"{1000 * latency:.0f} ms latency" if latency else "loopback"
     return [
@@ -242,7 +242,7 @@ def report(result: dict[str, Any]) -> list[dict[str, Any]]:
         {
             "name": f"cancel fan-out >=5x faster than one by one ({tag})",
             "met": vs_serial >= 5,
-            "detail": f"{vs_serial:.1f}x",
+            "detail": f"{vs_serial:.2f}x",
         },
     ]
 
