@@ -6,9 +6,9 @@ import ast
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from airflow_portkey._protocol import check_batch_id
 from airflow_portkey._waiting import EVENT_STATUSES, WaitOutcome, WaitSpec
@@ -17,6 +17,7 @@ from airflow_portkey.exceptions import PortkeyConfigError, PortkeyError
 from airflow_portkey.hooks.portkey import PortkeyHook
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # The framework's deferral timeout sits this far beyond the trigger's own deadline, so the
 # trigger's timeout event (and the cancel it may lead to) always arrives first.
@@ -89,30 +90,30 @@ def read_event(event: object, expected_ids: Sequence[str] | None = None) -> dict
     return dict(event)
 
 
-def cancel_many(hook: PortkeyHook, batch_ids: Sequence[str]) -> list[Batch | BaseException]:
-    """Cancel batches concurrently from a task; failures come back in place of the batch."""
-    hook.settings  # noqa: B018 - load the connection here, in the task, not inside the loop
+def _in_task(hook: PortkeyHook, work: Callable[[], Awaitable[T]]) -> T:
+    """Run the hook's async work from a (sync) task, closing its client afterwards.
 
-    async def cancel_all() -> list[Batch | BaseException]:
+    The connection is loaded first, in the task, so that the event loop never waits on it.
+    """
+    hook.settings  # noqa: B018 - loads the connection
+
+    async def run() -> T:
         try:
-            return await hook.acancel_batches(batch_ids)
+            return await work()
         finally:
             await hook.aclose()
 
-    return asyncio.run(cancel_all())
+    return asyncio.run(run())
+
+
+def cancel_many(hook: PortkeyHook, batch_ids: Sequence[str]) -> list[Batch | BaseException]:
+    """Cancel batches concurrently from a task; failures come back in place of the batch."""
+    return _in_task(hook, lambda: hook.acancel_batches(batch_ids))
 
 
 def wait_many(hook: PortkeyHook, specs: Sequence[WaitSpec]) -> list[WaitOutcome]:
     """Wait for batches concurrently from a task (the trigger's wait, run in the worker)."""
-    hook.settings  # noqa: B018 - load the connection here, in the task, not inside the loop
-
-    async def wait_all() -> list[WaitOutcome]:
-        try:
-            return await hook.await_batches(specs)
-        finally:
-            await hook.aclose()
-
-    return asyncio.run(wait_all())
+    return _in_task(hook, lambda: hook.await_batches(specs))
 
 
 def cancel_now(portkey_conn_id: str, batch_ids: Sequence[str], log: Any) -> None:

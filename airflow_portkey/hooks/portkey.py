@@ -321,7 +321,7 @@ class PortkeyHook(BaseHook):
         except httpx.ConnectError as error:
             return TransportFailure("connect", _first_line(error))
         except httpx.HTTPError as error:
-            return TransportFailure("dropped", _first_line(error) or type(error).__name__)
+            return TransportFailure("dropped", _first_line(error))
         return ApiResponse(response.status_code, _lower(response.headers), response.content)
 
     async def aclose(self) -> None:
