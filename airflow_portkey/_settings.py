@@ -13,10 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from airflow_portkey._defaults import CONN_TYPE
 from airflow_portkey.exceptions import PortkeyConfigError
 
-CONN_TYPE = "portkey"
-DEFAULT_CONN_ID = "portkey_default"
 DEFAULT_BASE_URL = "https://api.portkey.ai/v1"
 HOSTED_HOSTNAMES = frozenset({"api.portkey.ai"})
 

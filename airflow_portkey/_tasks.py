@@ -1,4 +1,8 @@
-"""What the sensor and the operators share: arguments, deferral, events, cancelling many."""
+"""What the sensor and the operators share: arguments, deferral, events, cancelling many.
+
+Imported when a DAG file is parsed, so the hook, the protocol and the wait plans load only
+inside the functions that a running task calls.
+"""
 
 from __future__ import annotations
 
@@ -8,20 +12,17 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from airflow_portkey._protocol import check_batch_id
-from airflow_portkey._waiting import EVENT_STATUSES, WaitOutcome, WaitSpec
-from airflow_portkey.batches import Batch
 from airflow_portkey.exceptions import PortkeyConfigError, PortkeyError
-from airflow_portkey.hooks.portkey import PortkeyHook
+
+if TYPE_CHECKING:
+    from airflow_portkey._waiting import WaitOutcome, WaitSpec
+    from airflow_portkey.batches import Batch
+    from airflow_portkey.hooks.portkey import PortkeyHook
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-# The framework's deferral timeout sits this far beyond the trigger's own deadline, so the
-# trigger's timeout event (and the cancel it may lead to) always arrives first.
-DEFER_TIMEOUT_MARGIN = timedelta(minutes=2)
 
 
 def default_deferrable() -> bool:
@@ -48,6 +49,8 @@ def batch_ids_from(value: object, *, field: str = "batch_id") -> list[str]:
     if isinstance(value, str) and value.strip().startswith("["):
         with contextlib.suppress(ValueError, SyntaxError):
             value = ast.literal_eval(value.strip())
+    from airflow_portkey._protocol import check_batch_id
+
     items: Sequence[Any]
     if isinstance(value, str | Mapping) or value is None:
         items = [value]
@@ -70,6 +73,8 @@ def batch_ids_from(value: object, *, field: str = "batch_id") -> list[str]:
 
 def read_event(event: object, expected_ids: Sequence[str] | None = None) -> dict[str, Any]:
     """Check a trigger event before acting on it; a malformed one fails the task clearly."""
+    from airflow_portkey._waiting import EVENT_STATUSES
+
     if not isinstance(event, Mapping):
         raise PortkeyError(f"The Portkey trigger sent no usable event: {event!r:.200}")
     status = event.get("status")
@@ -119,6 +124,8 @@ def wait_many(hook: PortkeyHook, specs: Sequence[WaitSpec]) -> list[WaitOutcome]
 def cancel_now(portkey_conn_id: str, batch_ids: Sequence[str], log: Any) -> None:
     """Cancel from ``on_kill``: synchronous and with a fresh hook, since a signal handler may
     interrupt an event loop or a request in the middle of the task's own hook."""
+    from airflow_portkey.hooks.portkey import PortkeyHook
+
     hook = PortkeyHook(portkey_conn_id)
     for batch_id in batch_ids:
         try:
@@ -141,6 +148,7 @@ def conclude(
     batch's errors; a timeout calls ``on_timeout(batch_id)`` (which may cancel) and raises
     ``timeout_error``; an error raises PortkeyError with the trigger's reason.
     """
+    from airflow_portkey.batches import Batch
     from airflow_portkey.exceptions import PortkeyBatchFailedError
 
     batch_id, status, reason = payload["batch_id"], payload["status"], payload["reason"]
@@ -173,6 +181,8 @@ def cancel_after_timeout(portkey_conn_id: str, batch_id: str, *, enabled: bool, 
         log.warning("Timed out; batch %s left running (cancel_on_timeout is off)", batch_id)
         return
     log.warning("Timed out; cancelling batch %s (cancel_on_timeout)", batch_id)
+    from airflow_portkey.hooks.portkey import PortkeyHook
+
     hook = PortkeyHook(portkey_conn_id)
     hook.cancel_batch(batch_id)
     hook.close()

@@ -14,8 +14,15 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from airflow_portkey import _protocol as protocol
+from airflow_portkey._defaults import DEFAULT_MAX_TRANSIENT_FAILURES
 from airflow_portkey._protocol import CallContext, Note, Plan, Wait
-from airflow_portkey.batches import TERMINAL_STATUSES, Batch, BatchStatus, RequestCounts
+from airflow_portkey.batches import (
+    TERMINAL_STATUSES,
+    Batch,
+    BatchStatus,
+    RequestCounts,
+    check_status_sets,
+)
 from airflow_portkey.exceptions import (
     PortkeyAPIError,
     PortkeyRateLimitError,
@@ -36,8 +43,6 @@ TRANSIENT_ERRORS = (
     PortkeyTimeoutError,
 )
 
-DEFAULT_MAX_TRANSIENT_FAILURES = 5
-
 
 def classify(
     batch: Batch, success: frozenset[BatchStatus], failure: frozenset[BatchStatus]
@@ -51,15 +56,6 @@ def classify(
         # Finished in a status the caller listed nowhere: waiting longer would wait forever.
         return "failure"
     return None
-
-
-def check_status_sets(success: frozenset[BatchStatus], failure: frozenset[BatchStatus]) -> None:
-    if not success:
-        raise ValueError("success_statuses must name at least one terminal status")
-    overlap = success & failure
-    if overlap:
-        words = ", ".join(sorted(status.value for status in overlap))
-        raise ValueError(f"success_statuses and failure_statuses overlap on: {words}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -116,6 +116,16 @@ def parse_status_set(values: Iterable[str | BatchStatus], *, name: str) -> froze
     return frozenset(statuses)
 
 
+def check_status_sets(success: frozenset[BatchStatus], failure: frozenset[BatchStatus]) -> None:
+    """Refuse a wait that could never succeed, or whose outcome would be ambiguous."""
+    if not success:
+        raise ValueError("success_statuses must name at least one terminal status")
+    overlap = success & failure
+    if overlap:
+        words = ", ".join(sorted(status.value for status in overlap))
+        raise ValueError(f"success_statuses and failure_statuses overlap on: {words}")
+
+
 # Providers such as Bedrock, Vertex and Cohere report milliseconds where OpenAI reports seconds.
 # 10**11 seconds is the year 5138, so anything above it must be milliseconds.
 _MILLISECONDS_THRESHOLD = 10**11

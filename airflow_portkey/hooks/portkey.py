@@ -23,6 +23,7 @@ from airflow.sdk import BaseHook
 
 from airflow_portkey import _protocol as protocol
 from airflow_portkey._batch_input import upload_from
+from airflow_portkey._defaults import CONN_TYPE, DEFAULT_CONN_ID
 from airflow_portkey._protocol import (
     ApiRequest,
     ApiResponse,
@@ -35,12 +36,7 @@ from airflow_portkey._protocol import (
     Upload,
     Wait,
 )
-from airflow_portkey._settings import (
-    CONN_TYPE,
-    DEFAULT_CONN_ID,
-    PortkeySettings,
-    settings_from_connection,
-)
+from airflow_portkey._settings import PortkeySettings, settings_from_connection
 from airflow_portkey._trace import trace_from_context, trace_headers
 from airflow_portkey._waiting import WaitOutcome, WaitSpec, wait_for_batch
 from airflow_portkey.batches import Batch

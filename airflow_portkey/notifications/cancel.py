@@ -7,10 +7,8 @@ from typing import Any
 
 from airflow.sdk import BaseNotifier
 
-from airflow_portkey._settings import DEFAULT_CONN_ID
+from airflow_portkey._defaults import DEFAULT_CONN_ID
 from airflow_portkey._tasks import batch_ids_from, cancel_many
-from airflow_portkey._trace import trace_from_context
-from airflow_portkey.hooks.portkey import PortkeyHook
 
 
 class PortkeyCancelBatchesNotifier(BaseNotifier):
@@ -80,6 +78,9 @@ class PortkeyCancelBatchesNotifier(BaseNotifier):
         if not ids:
             return
         self.log.warning("Cancelling %d Portkey batch(es) after a failure: %s", len(ids), ids)
+        from airflow_portkey._trace import trace_from_context
+        from airflow_portkey.hooks.portkey import PortkeyHook
+
         trace_id, metadata = trace_from_context(context)
         hook = PortkeyHook(
             self.portkey_conn_id,

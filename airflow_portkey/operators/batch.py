@@ -5,14 +5,13 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
-from airflow_portkey._batch_input import batch_metadata, upload_from
-from airflow_portkey._settings import DEFAULT_CONN_ID
+# Only what a DAG file's parse needs loads here; the hook and the rest load in execute.
+from airflow_portkey._defaults import DEFAULT_CONN_ID, DEFER_TIMEOUT_MARGIN
 from airflow_portkey._tasks import (
-    DEFER_TIMEOUT_MARGIN,
     batch_ids_from,
     cancel_after_timeout,
     cancel_many,
@@ -23,16 +22,17 @@ from airflow_portkey._tasks import (
     read_event,
     wait_many,
 )
-from airflow_portkey._waiting import (
-    WaitOutcome,
-    WaitSpec,
+from airflow_portkey.batches import (
+    TERMINAL_STATUSES,
+    Batch,
+    BatchStatus,
     check_status_sets,
-    event_payload,
-    terminal_spec,
+    parse_status_set,
 )
-from airflow_portkey.batches import TERMINAL_STATUSES, Batch, BatchStatus, parse_status_set
 from airflow_portkey.exceptions import PortkeyBatchTimeoutError, PortkeyError
-from airflow_portkey.hooks.portkey import PortkeyHook
+
+if TYPE_CHECKING:
+    from airflow_portkey._waiting import WaitOutcome
 
 XCom = dict[str, Any] | list[dict[str, Any]]
 
@@ -99,6 +99,8 @@ class PortkeyCancelBatchOperator(BaseOperator):
     def execute(self, context: Any) -> XCom | None:
         ids = self._batch_ids = batch_ids_from(self.batch_id)
         one = _is_one(self.batch_id)
+        from airflow_portkey.hooks.portkey import PortkeyHook
+
         hook = PortkeyHook(
             self.portkey_conn_id, max_connections=min(self.max_concurrency, len(ids))
         )
@@ -131,6 +133,8 @@ class PortkeyCancelBatchOperator(BaseOperator):
                 method_name="execute_complete",
                 timeout=timedelta(seconds=self.wait_timeout) + DEFER_TIMEOUT_MARGIN,
             )
+        from airflow_portkey._waiting import terminal_spec
+
         specs = [
             terminal_spec(i, deadline=deadline, poll_interval=self.poll_interval) for i in pending
         ]
@@ -182,6 +186,8 @@ class PortkeyCancelBatchOperator(BaseOperator):
 
 
 def _outcome(batch_id: str, raw: dict[str, Any] | None, payload: dict[str, Any]) -> WaitOutcome:
+    from airflow_portkey._waiting import WaitOutcome
+
     batch = Batch.from_xcom(raw) if raw else None
     if batch is not None and batch.is_terminal:
         return WaitOutcome("success", batch_id, batch, batch.describe())
@@ -273,6 +279,10 @@ class PortkeyCreateBatchOperator(BaseOperator):
         self._owned: list[str] = []
 
     def execute(self, context: Any) -> dict[str, Any] | None:
+        from airflow_portkey._batch_input import batch_metadata, upload_from
+        from airflow_portkey._waiting import WaitSpec, event_payload
+        from airflow_portkey.hooks.portkey import PortkeyHook
+
         upload = upload_from(self.input)  # checked before any request
         metadata = batch_metadata(self.metadata, _airflow_ids(context))
         hook = PortkeyHook(self.portkey_conn_id)
@@ -375,6 +385,8 @@ class PortkeyBatchResultsOperator(BaseOperator):
         ids = batch_ids_from(self.batch_id)
         if len(ids) != 1:
             raise PortkeyError(f"batch_id: one batch at a time, got {len(ids)}")
+        from airflow_portkey.hooks.portkey import PortkeyHook
+
         hook = PortkeyHook(self.portkey_conn_id)
         batch = hook.get_batch(ids[0])
         if batch.status is not BatchStatus.COMPLETED and not batch.output_file_id:

@@ -5,14 +5,18 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow.sdk.exceptions import AirflowSensorTimeout, AirflowSkipException
 
-from airflow_portkey._settings import DEFAULT_CONN_ID
-from airflow_portkey._tasks import (
+# Only what a DAG file's parse needs loads here; the hook and the rest load in execute.
+from airflow_portkey._defaults import (
+    DEFAULT_CONN_ID,
+    DEFAULT_MAX_TRANSIENT_FAILURES,
     DEFER_TIMEOUT_MARGIN,
+)
+from airflow_portkey._tasks import (
     batch_ids_from,
     cancel_after_timeout,
     cancel_now,
@@ -21,17 +25,19 @@ from airflow_portkey._tasks import (
     failure_message,
     read_event,
 )
-from airflow_portkey._waiting import DEFAULT_MAX_TRANSIENT_FAILURES, check_status_sets, classify
 from airflow_portkey.batches import (
     DEFAULT_FAILURE_STATUSES,
     DEFAULT_SUCCESS_STATUSES,
     Batch,
     BatchStatus,
     RequestCounts,
+    check_status_sets,
     parse_status_set,
 )
 from airflow_portkey.exceptions import PortkeyBatchFailedError, PortkeyConfigError
-from airflow_portkey.hooks.portkey import PortkeyHook
+
+if TYPE_CHECKING:
+    from airflow_portkey.hooks.portkey import PortkeyHook
 
 
 class PortkeyBatchSensor(BaseSensorOperator):
@@ -103,6 +109,8 @@ class PortkeyBatchSensor(BaseSensorOperator):
     @property
     def hook(self) -> PortkeyHook:
         if self._hook is None:
+            from airflow_portkey.hooks.portkey import PortkeyHook
+
             self._hook = PortkeyHook(self.portkey_conn_id)
         return self._hook
 
@@ -152,6 +160,8 @@ class PortkeyBatchSensor(BaseSensorOperator):
         )
 
     def poke(self, context: Any) -> bool | PokeReturnValue:
+        from airflow_portkey._waiting import classify
+
         batch = self.hook.get_batch(self._the_batch_id())
         self._log_progress(batch)
         self._last_verdict = classify(batch, self.success_statuses, self.failure_statuses)
