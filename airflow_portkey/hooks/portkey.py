@@ -242,6 +242,8 @@ class PortkeyHook(BaseHook):
                 data=request.form,
                 files=files,
                 timeout=(settings.connect_timeout, settings.read_timeout),
+                # Per request: requests lets REQUESTS_CA_BUNDLE override a session's verify.
+                verify=settings.verify,
                 stream=request.stream,
                 # A redirect would carry the keys to whatever host it names; httpx does not
                 # follow them either, so both paths answer a 3xx with the same error.

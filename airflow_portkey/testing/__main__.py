@@ -1,8 +1,14 @@
-"""``python -m airflow_portkey.testing``: run the Portkey emulator until SIGINT or SIGTERM."""
+"""``python -m airflow_portkey.testing``: run the Portkey emulator until SIGINT or SIGTERM.
+
+The first line printed is ``Portkey emulator listening on <base URL>``; with ``--tls`` the
+second is ``Portkey emulator CA certificate: <path>``, the PEM file a client verifies the
+server against.
+"""
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import signal
 import sys
 import threading
@@ -28,12 +34,26 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--finalizing-s", type=float, default=0.05)
     p.add_argument("--cancel-delay-s", type=float, default=0.1)
     p.add_argument("--no-record", action="store_true", help="keep counters only (benchmarks)")
+    p.add_argument(
+        "--tls",
+        action="store_true",
+        help="serve HTTPS with a throw-away certificate; prints the CA file to verify it with",
+    )
+    p.add_argument(
+        "--ca-file",
+        default=None,
+        metavar="PATH",
+        help="with --tls, also write the CA certificate (PEM) to PATH",
+    )
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Serve until SIGINT/SIGTERM; returns the exit code."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.ca_file and not args.tls:
+        parser.error("--ca-file needs --tls")
     stop = threading.Event()
 
     def _on_signal(signum: int, frame: FrameType | None) -> None:
@@ -53,9 +73,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         cancel_delay_s=args.cancel_delay_s,
         speed=args.speed,
         record=not args.no_record,
+        tls=args.tls,
     )
+    ca_file = emu.ca_file
+    if ca_file is not None and args.ca_file:
+        shutil.copyfile(ca_file, args.ca_file)
+        ca_file = args.ca_file
     emu.start()
     print(f"Portkey emulator listening on {emu.base_url}", flush=True)
+    if ca_file is not None:
+        print(f"Portkey emulator CA certificate: {ca_file}", flush=True)
     try:
         while not stop.wait(0.5):  # a timed wait lets the signal handler run promptly
             pass

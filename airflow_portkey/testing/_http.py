@@ -8,6 +8,7 @@ answer (the "slow" fault) schedules a timer, so it never holds up other connecti
 from __future__ import annotations
 
 import asyncio
+import ssl
 import sys
 import threading
 import time
@@ -236,10 +237,13 @@ class _Connection(asyncio.Protocol):
 class HttpServer:
     """Serves `handler` on host:port from a daemon thread with its own event loop."""
 
-    def __init__(self, handler: Handler, host: str, port: int) -> None:
+    def __init__(
+        self, handler: Handler, host: str, port: int, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
         self.handler = handler
         self.host = host
         self.port = port
+        self.ssl_context = ssl_context  # set: serve HTTPS (TLS) instead of plain HTTP
         self.connections: set[_Connection] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -288,6 +292,7 @@ class HttpServer:
                     self.port,
                     backlog=8192,  # benchmarks open thousands of connections at once
                     reuse_address=True,
+                    ssl=self.ssl_context,
                 )
             )
         except BaseException as exc:

@@ -7,6 +7,10 @@ with the client, so it catches the client's mistakes instead of repeating them.
 from __future__ import annotations
 
 import json
+import shutil
+import ssl
+import tempfile
+import weakref
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any
@@ -19,6 +23,7 @@ from ._http import HttpServer
 from ._records import FAULT_KINDS, ROUTE_NAMES, Fault, RecordedRequest
 from ._responses import Request, Response
 from ._state import Clock, Settings, State
+from ._tls import write_tls_files
 
 _MODES = ("hosted", "upstream")
 
@@ -29,6 +34,10 @@ class PortkeyEmulator:
     mode "hosted" checks headers like api.portkey.ai; mode "upstream" acts as an
     OpenAI-compatible provider behind the real Portkey gateway (Authorization only).
     Batch lifecycles follow the emulator clock: real elapsed time * speed + advance().
+
+    tls=True serves HTTPS, as api.portkey.ai does, with a certificate for the host and the
+    loopback names signed by a throw-away CA: a client trusts it through ``ca_file`` (e.g. a
+    connection's ``verify`` extra), and refuses it with default verification.
     """
 
     def __init__(
@@ -45,6 +54,7 @@ class PortkeyEmulator:
         cancel_delay_s: float = 0.1,
         speed: float = 1.0,
         record: bool = True,
+        tls: bool = False,
     ) -> None:
         if mode not in _MODES:
             raise ValueError(f"mode must be one of {_MODES}, not {mode!r}")
@@ -61,7 +71,20 @@ class PortkeyEmulator:
         settings = Settings(mode, api_key, provider_api_key, durations, record)
         self._state = State(settings, Clock(speed))
         self._api = Api(self._state, self._control)
-        self._server = HttpServer(self._api.handle, host, port)
+        self.tls = bool(tls)
+        self._ca_file: str | None = None
+        context = self._tls_context() if self.tls else None
+        self._server = HttpServer(self._api.handle, host, port, context)
+
+    def _tls_context(self) -> ssl.SSLContext:
+        directory = tempfile.mkdtemp(prefix="portkey-emulator-tls-")
+        # The files last as long as this object (or the process), so a client can still
+        # read the CA after stop().
+        weakref.finalize(self, shutil.rmtree, directory, True)
+        self._ca_file, cert_path, key_path = write_tls_files(self.host, directory)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert_path, key_path)
+        return context
 
     # -- server ---------------------------------------------------------------------------
 
@@ -91,14 +114,25 @@ class PortkeyEmulator:
         return self._server.port
 
     @property
+    def ca_file(self) -> str | None:
+        """With tls=True, the PEM file of the CA that signed the server certificate (what a
+        client verifies against, e.g. ``requests.get(url, verify=emu.ca_file)``); else None."""
+        return self._ca_file
+
+    @property
+    def scheme(self) -> str:
+        """The URL scheme: "https" with tls=True, else "http"."""
+        return "https" if self.tls else "http"
+
+    @property
     def root_url(self) -> str:
-        """http://host:port"""
+        """http://host:port (https:// with tls=True)"""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"{self.scheme}://{host}:{self.port}"
 
     @property
     def base_url(self) -> str:
-        """http://host:port/v1, what a client uses as its base URL."""
+        """http://host:port/v1 (https:// with tls=True), what a client uses as its base URL."""
         return self.root_url + "/v1"
 
     def _control(self, req: Request) -> Response:
@@ -283,6 +317,8 @@ class PortkeyEmulator:
 
     def _conn_extra(self, extra: Mapping[str, Any]) -> dict[str, Any]:
         merged = dict(extra)
+        if self._ca_file is not None:
+            merged.setdefault("verify", self._ca_file)
         if not any(merged.get(k) for k in ("provider", "virtual_key", "config")):
             # A bare provider name needs the provider's key (hosted Portkey asks for it too).
             merged.setdefault("provider", "openai")
@@ -290,7 +326,8 @@ class PortkeyEmulator:
         return merged
 
     def airflow_conn_json(self, **extra: Any) -> str:
-        """JSON for an AIRFLOW_CONN_<ID> variable pointing at this emulator."""
+        """JSON for an AIRFLOW_CONN_<ID> variable pointing at this emulator (with tls=True,
+        its ``verify`` extra names ``ca_file`` unless given)."""
         return json.dumps(
             {
                 "conn_type": "portkey",
