@@ -13,6 +13,7 @@ import email.utils
 import json
 import random
 import re
+import ssl
 import time
 import unicodedata
 from collections.abc import Callable, Generator, Mapping
@@ -82,7 +83,8 @@ class ApiResponse:
 
 @dataclass(frozen=True, slots=True)
 class TransportFailure:
-    """No HTTP answer: ``kind`` is connect, timeout or dropped."""
+    """No HTTP answer: ``kind`` is connect, timeout, dropped, or tls (the TLS handshake or the
+    server's certificate was refused: no retry can change that)."""
 
     kind: str
     detail: str
@@ -383,6 +385,8 @@ def retry_delay(
     """
     if attempt >= policy.max_retries:
         return None
+    if isinstance(outcome, TransportFailure) and outcome.kind == "tls":
+        return None
     if not idempotent and not surely_not_acted_on(outcome):
         return None
     hinted = None
@@ -415,6 +419,25 @@ class CallContext:
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     clock: Callable[[], float] = time.monotonic
     rng: Callable[[], float] = random.random
+
+
+def ssl_error_in(error: BaseException) -> ssl.SSLError | None:
+    """The TLS error behind a library's connection error, if that is what it was.
+
+    requests and httpx wrap it (in urllib3 and httpcore errors); the wrapped text names the
+    certificate problem, which the outer text may bury behind a long URL.
+    """
+    seen: set[int] = set()
+    queue: list[object] = [error]
+    while queue:
+        item = queue.pop(0)
+        if not isinstance(item, BaseException) or id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, ssl.SSLError):
+            return item
+        queue += [*item.args, getattr(item, "reason", None), item.__cause__, item.__context__]
+    return None
 
 
 def _outcome_text(outcome: Outcome) -> str:

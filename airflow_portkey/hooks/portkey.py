@@ -1,15 +1,15 @@
 """PortkeyHook: Portkey credentials from an Airflow connection, and two transports.
 
-The sync transport uses requests, the async one httpx; both only drive the plans of
-:mod:`airflow_portkey._protocol`, which own every rule about requests, answers and retries.
-Neither library is imported until a request is made, so a DAG file that imports this
-provider does not pay for them at parse time.
+The sync transport uses requests, the async one a lean h11 client (httpx behind a proxy, see
+:mod:`airflow_portkey._aio_http`); both only drive the plans of :mod:`airflow_portkey._protocol`,
+which own every rule about requests, answers and retries. No HTTP library is imported until
+a request is made, so a DAG file that imports this provider does not pay for them at parse
+time.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import os
 import shutil
 import tempfile
@@ -43,24 +43,12 @@ from airflow_portkey.batches import Batch
 from airflow_portkey.exceptions import PortkeyConfigError, PortkeyError
 
 if TYPE_CHECKING:
-    import ssl
-
-    import httpx
     import requests
     from airflow.sdk import Connection
 
+    from airflow_portkey._aio_http import AsyncJsonClient, HttpxJsonClient
+
 T = TypeVar("T")
-
-
-@functools.lru_cache(maxsize=8)
-def _ssl_context(verify: bool | str) -> ssl.SSLContext | bool:
-    """One SSL context per setting and process: building one costs milliseconds of CPU,
-    which thousands of triggers in one triggerer would otherwise each pay."""
-    import httpx
-
-    if verify is False:
-        return False
-    return httpx.create_ssl_context(verify=verify)
 
 
 class PortkeyHook(BaseHook):
@@ -108,7 +96,7 @@ class PortkeyHook(BaseHook):
         self._headers: dict[str, str] = {}
         self._trace_metadata: dict[str, str] = {}
         self._session: requests.Session | None = None
-        self._async_client: httpx.AsyncClient | None = None
+        self._async_client: AsyncJsonClient | HttpxJsonClient | None = None
 
     # -- settings ---------------------------------------------------------------------------
 
@@ -245,8 +233,8 @@ class PortkeyHook(BaseHook):
                 # Per request: requests lets REQUESTS_CA_BUNDLE override a session's verify.
                 verify=settings.verify,
                 stream=request.stream,
-                # A redirect would carry the keys to whatever host it names; httpx does not
-                # follow them either, so both paths answer a 3xx with the same error.
+                # A redirect would carry the keys to whatever host it names; the async path
+                # does not follow them either, so both paths answer a 3xx with the same error.
                 allow_redirects=False,
             ) as response:
                 if request.stream and sink is not None and response.status_code < 300:
@@ -263,16 +251,20 @@ class PortkeyHook(BaseHook):
         except requests.ConnectionError as error:
             from urllib3.exceptions import ProtocolError
 
+            tls = protocol.ssl_error_in(error)
+            if tls is not None:
+                return TransportFailure("tls", _first_line(tls))
+
             # requests also reports a connection the server dropped as a ConnectionError.
             dropped = any(isinstance(arg, ProtocolError) for arg in error.args)
             return TransportFailure("dropped" if dropped else "connect", _first_line(error))
         except requests.RequestException as error:
             return TransportFailure("dropped", _first_line(error))
 
-    # -- async transport (httpx) --------------------------------------------------------------
+    # -- async transport (h11; httpx behind a proxy) -------------------------------------------
 
     async def arun(self, plan: Plan[T]) -> T:
-        """Drive a protocol plan over httpx without blocking the event loop."""
+        """Drive a protocol plan without blocking the event loop."""
         client = await self._aclient()
         reply: Outcome | None = None
         while True:
@@ -285,42 +277,28 @@ class PortkeyHook(BaseHook):
             else:
                 reply = await self._asend(client, action)
 
-    async def _aclient(self) -> httpx.AsyncClient:
+    async def _aclient(self) -> AsyncJsonClient | HttpxJsonClient:
         if self._async_client is None:
-            import httpx
+            from airflow_portkey._aio_http import json_client
 
             settings = await self.aget_settings()
-            self._async_client = httpx.AsyncClient(
+            self._async_client = json_client(
+                settings.base_url,
                 headers=self._headers,
-                timeout=httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout),
-                verify=_ssl_context(settings.verify),
-                limits=httpx.Limits(
-                    max_connections=self._max_connections,
-                    max_keepalive_connections=self._max_connections,
-                    keepalive_expiry=self._keepalive_expiry,
-                ),
+                verify=settings.verify,
+                connect_timeout=settings.connect_timeout,
+                read_timeout=settings.read_timeout,
+                max_connections=self._max_connections,
+                keepalive_expiry=self._keepalive_expiry,
             )
         return self._async_client
 
-    async def _asend(self, client: httpx.AsyncClient, request: ApiRequest) -> Outcome:
-        import httpx
-
-        if request.stream or request.upload is not None:
+    async def _asend(
+        self, client: AsyncJsonClient | HttpxJsonClient, request: ApiRequest
+    ) -> Outcome:
+        if request.stream or request.upload is not None or request.form is not None:
             raise PortkeyError(f"{request.describe()} is only available on the sync path")
-        try:
-            response = await client.request(
-                request.method,
-                self.settings.base_url + request.path,
-                params=request.params,
-                json=request.json_body,
-            )
-        except httpx.TimeoutException as error:
-            return TransportFailure("timeout", type(error).__name__)
-        except httpx.ConnectError as error:
-            return TransportFailure("connect", _first_line(error))
-        except httpx.HTTPError as error:
-            return TransportFailure("dropped", _first_line(error))
-        return ApiResponse(response.status_code, _lower(response.headers), response.content)
+        return await client.send(request)
 
     async def aclose(self) -> None:
         if self._async_client is not None:

@@ -419,6 +419,16 @@ def test_other_statuses_are_not_retried(status: int) -> None:
     assert retry_delay(POLICY, 0, response(status), 0.0, rng=lambda: 0.5) is None
 
 
+@pytest.mark.parametrize("kind", ["connect", "timeout", "dropped"])
+def test_transport_failures_are_retried(kind: str) -> None:
+    assert retry_delay(POLICY, 0, TransportFailure(kind, "x"), 0.0, rng=lambda: 1.0) == 0.5
+
+
+def test_refused_certificate_is_not_retried() -> None:
+    refused = TransportFailure("tls", "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed")
+    assert retry_delay(POLICY, 0, refused, 0.0, rng=lambda: 1.0) is None
+
+
 def test_unreadable_success_is_retried_like_a_drop() -> None:
     assert retry_delay(POLICY, 0, response(200), 0.0, rng=lambda: 1.0) == 0.5
 

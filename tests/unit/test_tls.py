@@ -174,11 +174,14 @@ def test_default_verification_refuses_a_self_signed_server(
     emu: PortkeyEmulator, default_hook: PortkeyHook, call: str
 ) -> None:
     seeded = emu.add_batch(status="in_progress")
-    with pytest.raises(PortkeyError, match=UNTRUSTED):
+    with pytest.raises(PortkeyError, match=UNTRUSTED) as refused:
         if call == "aget_batch":
             run_async(default_hook, lambda: default_hook.aget_batch(seeded["id"]))
         else:
             getattr(default_hook, call)(seeded["id"])
+    # Named as a TLS failure and not retried: another handshake would be refused the same way.
+    assert "tls error" in str(refused.value)
+    assert not any("gave up after" in note for note in getattr(refused.value, "__notes__", []))
     # Refused during the handshake: no request reached the server, nothing changed.
     assert emu.requests == []
     assert emu.counts == {}
