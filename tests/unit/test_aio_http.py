@@ -10,8 +10,11 @@ noticing one the server closed, retrying only what is safe to repeat, framing an
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import socket
+import ssl
+import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -26,6 +29,7 @@ from airflow_portkey._aio_http import (
 )
 from airflow_portkey._protocol import ApiRequest, ApiResponse, TransportFailure
 from airflow_portkey.hooks.portkey import PortkeyHook
+from airflow_portkey.testing._tls import write_tls_files
 
 from .support import set_connection
 
@@ -71,6 +75,8 @@ class ScriptedServer:
     most_open: int = 0
     port: int = 0
     delay: float = 0.0
+    tls: bool = False
+    hang_up_after_answer: bool = False  # close after answering, without saying so
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
@@ -102,7 +108,7 @@ class ScriptedServer:
                 assert isinstance(action, bytes)
                 writer.write(action)
                 await writer.drain()
-                if b"Connection: close" in action:
+                if b"Connection: close" in action or self.hang_up_after_answer:
                     return
         finally:
             self.open_now -= 1
@@ -110,7 +116,13 @@ class ScriptedServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}/v1"
+
+
+@functools.cache
+def tls_files() -> tuple[str, str, str]:
+    """A throw-away CA, and a certificate for 127.0.0.1 it signs (ca, cert, key paths)."""
+    return write_tls_files("127.0.0.1", tempfile.mkdtemp(prefix="aio-http-tls-"))
 
 
 def run(
@@ -118,25 +130,34 @@ def run(
     body: Callable[[ScriptedServer], Awaitable[T]],
     *,
     delay: float = 0.0,
+    tls: bool = False,
+    hang_up: bool = False,
 ) -> tuple[T, ScriptedServer]:
     """Start a scripted server on a fresh event loop, run ``body(server)``, stop the server."""
+    context = None
+    if tls:
+        _, cert, key = tls_files()
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
 
     async def go() -> T:
-        server = await asyncio.start_server(scripted.handle, "127.0.0.1", 0)
+        server = await asyncio.start_server(scripted.handle, "127.0.0.1", 0, ssl=context)
         scripted.port = server.sockets[0].getsockname()[1]
         try:
             return await body(scripted)
         finally:
             server.close()
 
-    scripted = ScriptedServer(script, delay=delay)
+    scripted = ScriptedServer(script, delay=delay, tls=tls, hang_up_after_answer=hang_up)
     return asyncio.run(go()), scripted
 
 
 def client(url: str, **overrides: Any) -> AsyncJsonClient:
     options: dict[str, Any] = {
         "headers": {"x-portkey-api-key": "pk-test"},
-        "ssl_context": None,
+        "ssl_context": ssl.create_default_context(cafile=tls_files()[0])
+        if url.startswith("https:")
+        else None,
         "connect_timeout": 5.0,
         "read_timeout": 5.0,
         "max_connections": 4,
@@ -275,6 +296,60 @@ def test_idle_connection_past_keepalive_expiry_is_replaced() -> None:
     outcomes, server = run(lambda seen: answer(), body)
     assert [body_of(o) for o in outcomes] == [BATCH, BATCH]
     assert [s.connection for s in server.requests] == [1, 2]
+
+
+# -- the same over TLS (hosted Portkey is HTTPS only) ---------------------------------------
+
+
+def test_tls_requests_share_one_connection() -> None:
+    outcomes, server = run(lambda seen: answer(chunked=True), sends(GET, GET, GET), tls=True)
+    assert [body_of(o) for o in outcomes] == [BATCH] * 3
+    assert [s.connection for s in server.requests] == [1, 1, 1]
+    assert server.requests[0].headers["x-portkey-api-key"] == "pk-test"
+
+
+def test_tls_connection_closed_by_the_server_is_replaced() -> None:
+    outcomes, server = run(lambda seen: answer(close=True), sends(GET, GET), tls=True)
+    assert [body_of(o) for o in outcomes] == [BATCH, BATCH]
+    assert [s.connection for s in server.requests] == [1, 2]
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
+def test_connection_the_server_closed_while_idle_is_noticed(tls: bool) -> None:
+    async def body(server: ScriptedServer) -> list[Any]:
+        http = client(server.url)
+        try:
+            first = await http.send(GET)
+            await asyncio.sleep(0.2)  # meanwhile the server hangs up (FIN; over TLS close_notify)
+            return [first, await http.send(GET)]
+        finally:
+            await http.aclose()
+
+    outcomes, server = run(lambda seen: answer(), body, tls=tls, hang_up=True)
+    assert [body_of(o) for o in outcomes] == [BATCH, BATCH]
+    # Noticed before sending: a new connection, and no request went to the closed one.
+    assert [s.connection for s in server.requests] == [1, 2]
+    assert server.connections == 2
+
+
+def test_tls_silent_server_is_a_read_timeout() -> None:
+    (outcome,), server = run(lambda seen: "hang", sends(GET, read_timeout=0.3), tls=True)
+    assert outcome == TransportFailure("timeout", "ReadTimeout")
+    assert len(server.requests) == 1
+
+
+def test_tls_untrusted_certificate_is_a_tls_failure() -> None:
+    async def body(server: ScriptedServer) -> list[Any]:
+        http = client(server.url, ssl_context=ssl.create_default_context())
+        try:
+            return [await http.send(GET)]
+        finally:
+            await http.aclose()
+
+    (outcome,), server = run(lambda seen: answer(), body, tls=True)
+    assert isinstance(outcome, TransportFailure) and outcome.kind == "tls"
+    assert "CERTIFICATE_VERIFY_FAILED" in outcome.detail
+    assert server.requests == []
 
 
 @pytest.mark.parametrize(
