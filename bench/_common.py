@@ -15,6 +15,7 @@ import json
 import os
 import platform
 import signal
+import ssl
 import statistics
 import subprocess
 import sys
@@ -96,32 +97,31 @@ def ratio(a: float, b: float) -> float:
 # -- the Airflow side --------------------------------------------------------------------------
 
 
-def conn_json(base_url: str) -> str:
+def conn_json(base_url: str, ca_file: str | None = None) -> str:
+    """The bench connection; over HTTPS its verify extra names the emulator's CA file."""
+    extra: dict[str, Any] = {"provider": "openai", "provider_api_key": PROVIDER_API_KEY}
+    if ca_file:
+        extra["verify"] = ca_file
     return json.dumps(
-        {
-            "conn_type": "portkey",
-            "host": base_url,
-            "password": API_KEY,
-            "extra": {"provider": "openai", "provider_api_key": PROVIDER_API_KEY},
-        }
+        {"conn_type": "portkey", "host": base_url, "password": API_KEY, "extra": extra}
     )
 
 
-def airflow_env(base_url: str | None, home: str) -> dict[str, str]:
+def airflow_env(base_url: str | None, home: str, ca_file: str | None = None) -> dict[str, str]:
     """Environment for a process that uses the provider against the emulator at base_url."""
     env = {
         "AIRFLOW_HOME": home,
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
     }
     if base_url is not None:
-        env["AIRFLOW_CONN_PORTKEY_DEFAULT"] = conn_json(base_url)
+        env["AIRFLOW_CONN_PORTKEY_DEFAULT"] = conn_json(base_url, ca_file)
     return env
 
 
-def use_airflow_env(base_url: str | None) -> str:
+def use_airflow_env(base_url: str | None, ca_file: str | None = None) -> str:
     """Set the Airflow variables in this process (before Airflow is imported)."""
     home = os.environ.get("BENCH_AIRFLOW_HOME") or tempfile.mkdtemp(prefix="airflow-portkey-bench-")
-    for key, value in airflow_env(base_url, home).items():
+    for key, value in airflow_env(base_url, home, ca_file).items():
         if value:
             os.environ[key] = value
     return home
@@ -140,17 +140,24 @@ def bench_headers() -> dict[str, str]:
 
 
 class Control:
-    """A keep-alive client of the emulator's /_emulator/ API (blocking, standard library)."""
+    """A keep-alive client of the emulator's /_emulator/ API (blocking, standard library);
+    over HTTPS when given the emulator's CA file."""
 
-    def __init__(self, host: str, port: int) -> None:
-        self.host, self.port = host, port
+    def __init__(self, host: str, port: int, ca_file: str | None = None) -> None:
+        self.host, self.port, self.ca_file = host, port, ca_file
         self._conn: http.client.HTTPConnection | None = None
 
     def call(self, method: str, path: str, body: Any = None) -> Any:
         data = json.dumps(body).encode() if body is not None else None
         for attempt in (0, 1):
             if self._conn is None:
-                self._conn = http.client.HTTPConnection(self.host, self.port, timeout=60)
+                if self.ca_file:
+                    context = ssl.create_default_context(cafile=self.ca_file)
+                    self._conn = http.client.HTTPSConnection(
+                        self.host, self.port, timeout=60, context=context
+                    )
+                else:
+                    self._conn = http.client.HTTPConnection(self.host, self.port, timeout=60)
             try:
                 self._conn.request(
                     method, "/_emulator/" + path, body=data, headers={"content-type": "json"}
@@ -189,12 +196,17 @@ class Control:
 
 
 class Emulator:
-    """``python -m airflow_portkey.testing`` in a child process, checking keys like Portkey."""
+    """``python -m airflow_portkey.testing`` in a child process, checking keys like Portkey.
+
+    With ``--tls`` among the arguments it serves HTTPS; ``ca_file`` is then the CA file to
+    verify it with (None over plain HTTP).
+    """
 
     def __init__(self, *extra_args: str) -> None:
         self.args = extra_args
         self.proc: subprocess.Popen[str] | None = None
         self.base_url = ""
+        self.ca_file: str | None = None
         self.host = "127.0.0.1"
         self.port = 0
 
@@ -222,13 +234,25 @@ class Emulator:
             self.__exit__(None, None, None)
             raise RuntimeError(f"the emulator did not start: {line!r}")
         self.base_url = line[len(prefix) :].strip()
+        if self.base_url.startswith("https://"):
+            line = self.proc.stdout.readline()
+            prefix = "Portkey emulator CA certificate: "
+            if not line.startswith(prefix):
+                self.__exit__(None, None, None)
+                raise RuntimeError(f"the emulator named no CA file: {line!r}")
+            self.ca_file = line[len(prefix) :].strip()
         hostport = self.base_url.split("//", 1)[1].split("/", 1)[0]
         self.host, port = hostport.rsplit(":", 1)
         self.port = int(port)
         return self
 
+    @property
+    def transport(self) -> str:
+        """The scheme it serves: "https" or "http"."""
+        return "https" if self.ca_file else "http"
+
     def control(self) -> Control:
-        return Control(self.host, self.port)
+        return Control(self.host, self.port, self.ca_file)
 
     def cpu_seconds(self) -> float:
         """CPU time the emulator process has used so far (user + system)."""

@@ -129,11 +129,18 @@ def write_doc(
                 "shared SSL context, `trust_env=False` and a keep-alive longer than the interval "
                 "(`floor_client`); the shared one runs at 1,000 waits only (beyond that, on two "
                 "cores, httpcore's pool scan per request makes it fall far behind every time). "
-                "`thread` is `asyncio.to_thread(requests.get)` per poll. Every "
+                "`thread` is `asyncio.to_thread(requests.get)` per poll. Transport `https`: "
+                "provider, floor_client and thread again at 1,000 waits against the emulator "
+                "serving TLS (`--tls`, a throw-away CA each variant verifies against), since "
+                "hosted Portkey is HTTPS only: `requests.get` then pays a TCP and TLS handshake "
+                "per poll, the others one per wait; goals marked (TLS). Every "
                 "variant runs in a process that has imported Airflow, as a triggerer has. Lag is "
                 "how late a 10 ms ticker on the same loop wakes; a poll is on time when its "
                 "request starts within 100 ms of its schedule. A variant that made fewer than "
-                "90% of its scheduled polls fell behind, and its goals count as missed.",
+                "90% of its scheduled polls fell behind: the provider falling behind misses "
+                "its goals; a baseline falling behind is named beside the goal. The provider's "
+                "async path is its own lean HTTP/1.1 client (h11 on asyncio), which is why it "
+                "can run below the httpx floor.",
                 "- 3: on loopback the emulator answers at once, so only CPU limits either way; "
                 "the second scenario has the emulator answer each cancel after 20 ms, a "
                 "stand-in for a real API's round trip.",
