@@ -58,6 +58,31 @@ def classify(
     return None
 
 
+class PollLog:
+    """What a wait says about each batch it reads: progress when the counts change, and an
+    unknown status once per word. Shared by the wait plan and the poking sensor."""
+
+    def __init__(self) -> None:
+        self._progress: RequestCounts | None = None
+        self._unknown_words: set[str | None] = set()
+
+    def notes(self, batch: Batch) -> list[Note]:
+        notes = []
+        if batch.status is BatchStatus.UNKNOWN and batch.raw_status not in self._unknown_words:
+            self._unknown_words.add(batch.raw_status)
+            notes.append(
+                Note(
+                    logging.WARNING,
+                    f"Batch {batch.id} reports status {batch.raw_status!r}, which this "
+                    "provider does not know; waiting on until it changes or the deadline passes",
+                )
+            )
+        if batch.request_counts != self._progress:
+            self._progress = batch.request_counts
+            notes.append(Note(logging.INFO, batch.describe()))
+        return notes
+
+
 @dataclass(frozen=True, slots=True)
 class WaitSpec:
     """What to wait for, with an absolute wall-clock deadline (Unix seconds)."""
@@ -97,8 +122,7 @@ def wait_for_batch(
     failures = 0
     interval = spec.poll_interval
     last: Batch | None = None
-    progress: RequestCounts | None = None
-    unknown_words: set[str | None] = set()
+    said = PollLog()
     if spec.first_poll_delay > 0:
         yield Wait(max(0.0, min(spec.first_poll_delay, spec.deadline - clock())), "")
     while True:
@@ -122,16 +146,7 @@ def wait_for_batch(
             verdict = classify(batch, spec.success, spec.failure)
             if verdict is not None:
                 return WaitOutcome(verdict, spec.batch_id, batch, batch.describe())
-            if batch.status is BatchStatus.UNKNOWN and batch.raw_status not in unknown_words:
-                unknown_words.add(batch.raw_status)
-                yield Note(
-                    logging.WARNING,
-                    f"Batch {spec.batch_id} reports status {batch.raw_status!r}, which this "
-                    "provider does not know; waiting on until it changes or the deadline passes",
-                )
-            if batch.request_counts != progress:
-                progress = batch.request_counts
-                yield Note(logging.INFO, batch.describe())
+            yield from said.notes(batch)
         remaining = spec.deadline - clock()
         if remaining <= 0:
             state = last.describe() if last else "never read"

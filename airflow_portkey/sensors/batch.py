@@ -30,13 +30,13 @@ from airflow_portkey.batches import (
     DEFAULT_SUCCESS_STATUSES,
     Batch,
     BatchStatus,
-    RequestCounts,
     check_status_sets,
     parse_status_set,
 )
 from airflow_portkey.exceptions import PortkeyBatchFailedError, PortkeyConfigError
 
 if TYPE_CHECKING:
+    from airflow_portkey._waiting import PollLog
     from airflow_portkey.hooks.portkey import PortkeyHook
 
 
@@ -101,8 +101,7 @@ class PortkeyBatchSensor(BaseSensorOperator):
         if max_transient_failures < 0:
             raise ValueError("max_transient_failures must be 0 or more")
         self.max_transient_failures = max_transient_failures
-        self._progress: RequestCounts | None = None
-        self._unknown_logged: set[str | None] = set()
+        self._said: PollLog | None = None  # what poke has logged (poke mode keeps it)
         self._last_verdict: str | None = None
         self._hook: PortkeyHook | None = None
 
@@ -175,16 +174,12 @@ class PortkeyBatchSensor(BaseSensorOperator):
         return False
 
     def _log_progress(self, batch: Batch) -> None:
-        if batch.status is BatchStatus.UNKNOWN and batch.raw_status not in self._unknown_logged:
-            self._unknown_logged.add(batch.raw_status)
-            self.log.warning(
-                "Batch %s reports status %r, which this provider does not know; waiting on",
-                batch.id,
-                batch.raw_status,
-            )
-        if batch.request_counts != self._progress:
-            self._progress = batch.request_counts
-            self.log.info("%s", batch.describe())
+        if self._said is None:
+            from airflow_portkey._waiting import PollLog
+
+            self._said = PollLog()
+        for note in self._said.notes(batch):
+            self.log.log(note.level, "%s", note.message)
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
         """Resume after the trigger's event; everything needed comes from the event."""

@@ -346,7 +346,7 @@ def test_unknown_status_is_waited_on_and_logged_once(
         seeded["id"],
         success=frozenset({S.COMPLETED}),
         failure=frozenset({S.FAILED}),
-        deadline=time.time() + 0.3,
+        deadline=time.time() + 1.0,  # room for several polls on a busy machine
         poll_interval=0.05,
     )
     outcome = hook.run(wait_for_batch(hook.call_context, spec))
@@ -359,3 +359,24 @@ def test_unknown_status_is_waited_on_and_logged_once(
         f"Batch {seeded['id']} reports status 'thinking_hard', which this provider does not "
         "know; waiting on until it changes or the deadline passes"
     ]
+
+
+def test_poking_sensor_logs_an_unknown_status_once_and_progress_on_change(
+    emulator: PortkeyEmulator, hook: PortkeyHook, logs: pytest.LogCaptureFixture
+) -> None:
+    """The sensor's poke says what the wait plan says, by the same rule (PollLog)."""
+    from airflow_portkey.sensors.batch import PortkeyBatchSensor
+
+    seeded = emulator.add_batch(status="in_progress", raw_status="thinking_hard")
+    sensor = PortkeyBatchSensor(
+        task_id="wait", batch_id=seeded["id"], portkey_conn_id=hook.portkey_conn_id
+    )
+    assert [sensor.poke({}) for _ in range(3)] == [False, False, False]
+    messages = [(r.levelname, r.getMessage()) for r in logs.records]
+    unknown = [m for level, m in messages if level == "WARNING" and "thinking_hard" in m]
+    assert unknown == [
+        f"Batch {seeded['id']} reports status 'thinking_hard', which this provider does not "
+        "know; waiting on until it changes or the deadline passes"
+    ]
+    progress = [m for level, m in messages if level == "INFO" and m.startswith("batch ")]
+    assert len(progress) == 1  # the counts did not change between pokes
