@@ -113,6 +113,9 @@ Plan = Generator[ApiRequest | Wait | Note, Outcome | None, T]
 MAX_BATCH_ID_LENGTH = 512
 _UNSAFE_IN_ID = frozenset("/?#\\")
 _PERCENT_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+# An id made only of these passes every check below (no '%', space, control or path
+# character): one match instead of a loop over its characters, for thousands of ids.
+_PLAIN_ID = re.compile(r"[A-Za-z0-9_.~:@!$&'()*+,;=-]+")
 
 
 def check_batch_id(batch_id: object) -> str:
@@ -121,6 +124,13 @@ def check_batch_id(batch_id: object) -> str:
     Ids go into the path verbatim: a Bedrock job id is an already URL-encoded ARN that the
     gateway forwards as it is, so encoding it again would break it.
     """
+    if (
+        type(batch_id) is str
+        and len(batch_id) <= MAX_BATCH_ID_LENGTH
+        and _PLAIN_ID.fullmatch(batch_id)
+        and batch_id not in (".", "..")
+    ):
+        return batch_id
     if not isinstance(batch_id, str):
         raise PortkeyInvalidBatchIdError(
             f"batch_id must be a string, got {type(batch_id).__name__} {batch_id!r:.80}"

@@ -15,6 +15,7 @@ import shutil
 import tempfile
 import time
 import weakref
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, ClassVar, TypeVar
@@ -49,6 +50,8 @@ if TYPE_CHECKING:
     from airflow_portkey._aio_http import AsyncJsonClient, HttpxJsonClient
 
 T = TypeVar("T")
+# acancel_batches logs each batch up to this many, then one summary line instead.
+_CANCELS_LOGGED_EACH = 20
 
 
 class PortkeyHook(BaseHook):
@@ -445,19 +448,43 @@ class PortkeyHook(BaseHook):
         """Cancel many batches at once, at most ``max_connections`` in flight.
 
         Every id is attempted; an id that fails gives its exception in place of the batch.
+        A few batches are logged one line each; more, in one line that counts their statuses.
         """
         for batch_id in batch_ids:
             protocol.check_batch_id(batch_id)
         ctx = await self.acall_context()
-        slots = asyncio.Semaphore(self._max_connections)
+        results: dict[int, Batch | BaseException] = {}
+        pending = iter(enumerate(batch_ids))
 
-        async def cancel(batch_id: str) -> Batch:
-            async with slots:
-                batch = await self.arun(protocol.cancel_batch(ctx, batch_id))
-            self.log.info("Cancel requested: %s", batch.describe())
-            return batch
+        async def lane() -> None:
+            # A lane per connection takes the next id: a task per id waiting on a semaphore
+            # costs more CPU than the request itself once there are thousands of ids.
+            for index, batch_id in pending:
+                try:
+                    results[index] = await self.arun(protocol.cancel_batch(ctx, batch_id))
+                except Exception as error:
+                    results[index] = error
 
-        return await asyncio.gather(*map(cancel, batch_ids), return_exceptions=True)
+        lanes = min(self._max_connections, len(batch_ids))
+        await asyncio.gather(*(lane() for _ in range(lanes)))
+        ordered = [results[index] for index in range(len(batch_ids))]
+        self._log_cancels(ordered)
+        return ordered
+
+    def _log_cancels(self, results: Sequence[Batch | BaseException]) -> None:
+        batches = [r for r in results if not isinstance(r, BaseException)]
+        if len(results) <= _CANCELS_LOGGED_EACH:
+            for batch in batches:
+                self.log.info("Cancel requested: %s", batch.describe())
+            return
+        # One log record costs about as much CPU as one cancel request: not one per batch.
+        statuses = Counter(batch.status.value for batch in batches)
+        self.log.info(
+            "Cancel requested for %d batches: %s%s",
+            len(results),
+            ", ".join(f"{count} {status}" for status, count in sorted(statuses.items())),
+            f"; {len(results) - len(batches)} failed" if len(batches) < len(results) else "",
+        )
 
     async def await_batches(self, specs: Sequence[WaitSpec]) -> list[WaitOutcome]:
         """Wait for several batches at once, each as its spec says."""

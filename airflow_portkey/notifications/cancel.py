@@ -88,8 +88,7 @@ class PortkeyCancelBatchesNotifier(BaseNotifier):
             metadata=metadata,
             max_connections=min(self.max_concurrency, len(ids)),
         )
+        # The hook has logged what each cancel did; only the failures need saying again.
         for batch_id, result in zip(ids, cancel_many(hook, ids), strict=True):
             if isinstance(result, BaseException):
                 self.log.error("Could not cancel batch %s: %s", batch_id, result)
-            else:
-                self.log.info("Batch %s is now %s", batch_id, result.status.value)

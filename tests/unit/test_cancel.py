@@ -199,3 +199,18 @@ def test_cancel_logs_the_batch_it_left(
     batch = hook.cancel_batch(batch_id)
     assert f"Cancel requested: {batch.describe()}" in logs.messages
     assert f"batch {batch_id} is cancelling" in batch.describe()
+
+
+def test_cancelling_many_logs_one_summary_line(
+    emulator: PortkeyEmulator, hook: PortkeyHook, logs: pytest.LogCaptureFixture
+) -> None:
+    """Beyond 20 batches one line counts what the cancels did (each batch is in the result)."""
+    running = [emulator.add_batch(status="in_progress")["id"] for _ in range(23)]
+    done = emulator.add_batch(status="completed")["id"]
+    ids = [*running[:10], done, "batch_missing", *running[10:]]
+    results = run_async(hook, lambda: hook.acancel_batches(ids))
+    assert [getattr(r, "id", None) for r in results] == [*running[:10], done, None, *running[10:]]
+    assert isinstance(results[11], PortkeyNotFoundError)
+    assert sorted(r.batch_id or "" for r in emulator.requests_to("batches.cancel")) == sorted(ids)
+    cancel_lines = [m for m in logs.messages if m.startswith("Cancel requested")]
+    assert cancel_lines == ["Cancel requested for 25 batches: 23 cancelling, 1 completed; 1 failed"]
