@@ -10,7 +10,10 @@ each on 1,000 fresh running batches, rounds interleaved:
   task does).
 
 After every run the emulator must hold no batch that is not cancelling or cancelled, and must
-have counted exactly one cancel request per batch (reads are reported).
+have counted exactly one cancel request per batch (reads are reported). Each run also records
+the CPU time the worker process (the client) and the emulator process spent on it, per batch:
+on loopback the wall time is mostly the client's CPU, and on a shared two-core machine the CPU
+figures tell a slower method from a busier machine.
 Goals: within 1.2x of raw, and at least 5x faster than one by one.
 """
 
@@ -100,13 +103,20 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         run_method(method, fresh(3), spec["base_url"])
     times: dict[str, list[float]] = {m: [] for m in METHODS}
     reads: dict[str, list[int]] = {m: [] for m in METHODS}
+    client_cpu: dict[str, list[float]] = {m: [] for m in METHODS}
+    server_cpu: dict[str, list[float]] = {m: [] for m in METHODS}
+    emulator_pid = spec["emulator_pid"]
     for round_no in range(rounds):
         order = METHODS[round_no % 3 :] + METHODS[: round_no % 3]
         for method in order:
             if method == "one_by_one" and round_no >= spec["serial_rounds"]:
                 continue
             ids = fresh(n)
+            server_started = c.process_cpu_seconds(emulator_pid)
+            client_started = time.process_time()
             elapsed_ns = run_method(method, ids, spec["base_url"])
+            client_s = time.process_time() - client_started
+            server_s = c.process_cpu_seconds(emulator_pid) - server_started
             counts = control.counts()
             if counts.get("batches.cancel") != n:
                 raise AssertionError(f"{method}: {n} batches but {counts} requests")
@@ -116,8 +126,17 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
                 raise AssertionError(f"{method}: {len(left)} batches not cancelled: {left[:3]}")
             times[method].append(elapsed_ns / 1e9)
             reads[method].append(sum(v for k, v in counts.items() if k != "batches.cancel"))
+            client_cpu[method].append(client_s)
+            server_cpu[method].append(server_s)
     control.close()
-    return {"n": n, "latency": latency, "times": times, "other_requests": reads}
+    return {
+        "n": n,
+        "latency": latency,
+        "times": times,
+        "other_requests": reads,
+        "client_cpu_s": client_cpu,
+        "emulator_cpu_s": server_cpu,
+    }
 
 
 def list_statuses(host: str, port: int) -> dict[str, str]:
@@ -155,13 +174,16 @@ def run(smoke: bool) -> dict[str, Any]:
     # Loopback answers at once, so there nothing but CPU limits either way; a real API takes
     # tens to hundreds of milliseconds per call, which is what concurrency is for. The second
     # scenario has the emulator answer every cancel after 20 ms (other connections go on).
-    scenarios = [(0.0, 1, 1), (0.02, 1, 1)] if smoke else [(0.0, 3, 3), (0.02, 2, 1)]
+    # Runs are cheap but the machine is shared: five rounds on loopback, three with latency
+    # (one of them one by one, which takes ~25 s there).
+    scenarios = [(0.0, 1, 1), (0.02, 1, 1)] if smoke else [(0.0, 5, 5), (0.02, 3, 1)]
     with tempfile.TemporaryDirectory(prefix="bench-cancel-") as tmp, c.Emulator() as emu:
         spec = {
             "kind": "cancel",
             "base_url": emu.base_url,
             "host": emu.host,
             "port": emu.port,
+            "emulator_pid": emu.proc.pid if emu.proc is not None else 0,
             "n": n,
             "scenarios": [
                 {"latency": latency, "rounds": rounds, "serial_rounds": serial_rounds}
@@ -177,6 +199,7 @@ def run(smoke: bool) -> dict[str, Any]:
         goals += report(result)
         med = result["median_s"]
         where = f"{1000 * result['latency']:.0f} ms" if result["latency"] else "none (loopback)"
+        cpu = result["median_cpu_ms_per_batch"]
         for m in METHODS:
             rows.append(
                 (
@@ -184,6 +207,7 @@ def run(smoke: bool) -> dict[str, Any]:
                     m,
                     f"{med[m]:.3f}",
                     f"{1e3 * med[m] / n:.2f}",
+                    f"{cpu[m][0]:.2f} + {cpu[m][1]:.2f}",
                     f"{c.ratio(med[m], med['operator']):.2f}",
                     len(result["times"][m]),
                     f"{n} + {max(result['other_requests'][m])}",
@@ -204,6 +228,7 @@ def run(smoke: bool) -> dict[str, Any]:
                     "method",
                     "wall s",
                     "ms / batch",
+                    "CPU ms / batch (client + emulator)",
                     "x operator",
                     "runs",
                     "requests (cancels + others)",
@@ -220,6 +245,13 @@ def run(smoke: bool) -> dict[str, Any]:
 def report(result: dict[str, Any]) -> list[dict[str, Any]]:
     n, latency = result["n"], result["latency"]
     med = result["median_s"] = {m: c.median(result["times"][m]) for m in METHODS}
+    cpu = result["median_cpu_ms_per_batch"] = {
+        m: (
+            1e3 * c.median(result["client_cpu_s"][m]) / n,
+            1e3 * c.median(result["emulator_cpu_s"][m]) / n,
+        )
+        for m in METHODS
+    }
     vs_raw = c.ratio(med["operator"], med["raw"])
     vs_serial = c.ratio(med["one_by_one"], med["operator"])
     where = f"{1000 * latency:.0f} ms per cancel" if latency else "loopback, no added latency"
@@ -228,6 +260,7 @@ def report(result: dict[str, Any]) -> list[dict[str, Any]]:
         runs = ", ".join(f"{t:.2f}" for t in result["times"][m])
         c.say(
             f"  {m:11} {med[m]:7.3f} s  ({1e3 * med[m] / n:.2f} ms/batch; runs {runs}; "
+            f"CPU ms/batch client {cpu[m][0]:.2f}, emulator {cpu[m][1]:.2f}; "
             f"{n} cancels + {max(result['other_requests'][m])} other requests)"
         )
     c.say(f"  operator/raw = {vs_raw:.2f}x; one-by-one/operator = {vs_serial:.2f}x")
