@@ -135,7 +135,7 @@ class TlsChannel(Channel):
                 if not await self._fill(timeout):
                     return b""
             except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
-                return b""  # closed, politely or not: h11 decides if the answer was whole
+                return b""  # closed, politely or not: the parser decides if the answer was whole
 
     def idle_ok(self) -> bool:
         # While idle a server may send session tickets (fine) or close_notify (not fine).

@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from airflow_portkey._defaults import CONN_TYPE
+from airflow_portkey._http1 import is_token
 from airflow_portkey.exceptions import PortkeyConfigError
 
 DEFAULT_BASE_URL = "https://api.portkey.ai/v1"
@@ -206,6 +207,13 @@ class _Reader:
             result[str(key)] = text
         return result
 
+    def header_map(self, name: str) -> dict[str, str]:
+        headers = self.string_map(name)
+        for key in headers:
+            if not is_token(key):
+                raise self.fail(f"extra '{name}'", f"entry {key!r} is not a valid header name")
+        return headers
+
     def config(self) -> str | None:
         """A config id (``pc-...``) or a JSON object, sent compact in ``x-portkey-config``."""
         value = self.extras.get("config")
@@ -272,6 +280,8 @@ def settings_from_connection(
     api_key = _blank_to_none(password) or reader.text("api_key")
     if api_key is not None and not isinstance(api_key, str):
         raise reader.fail("password", "must be the Portkey API key as text")
+    if api_key is not None and any(ch in api_key for ch in "\r\n\x00"):
+        raise reader.fail("password", "must not contain line breaks")
     virtual_key = reader.text("virtual_key")
     provider = reader.text("provider")
     config = reader.config()
@@ -305,7 +315,7 @@ def settings_from_connection(
             "retry_budget", DEFAULT_RETRY_BUDGET, minimum=0, exclusive=False
         ),
         verify=reader.flag_or_path("verify"),
-        extra_headers=reader.string_map("headers"),
+        extra_headers=reader.header_map("headers"),
         metadata=reader.string_map("metadata"),
         unknown_extras=tuple(sorted(set(extras) - KNOWN_EXTRAS)),
     )

@@ -139,8 +139,8 @@ def write_doc(
                 "request starts within 100 ms of its schedule. A variant that made fewer than "
                 "90% of its scheduled polls fell behind: the provider falling behind misses "
                 "its goals; a baseline falling behind is named beside the goal. The provider's "
-                "async path is its own lean HTTP/1.1 client (h11 on asyncio), which is why it "
-                "can run below the httpx floor.",
+                "async path is its own lean HTTP/1.1 client (on an asyncio Protocol), which is "
+                "why it can run below the httpx floor.",
                 "- 3: on loopback the emulator answers at once, so only CPU limits either way; "
                 "the second scenario has the emulator answer each cancel after 20 ms, a "
                 "stand-in for a real API's round trip.",

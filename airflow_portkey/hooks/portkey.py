@@ -1,6 +1,6 @@
 """PortkeyHook: Portkey credentials from an Airflow connection, and two transports.
 
-The sync transport uses requests, the async one a lean h11 client (httpx behind a proxy, see
+The sync transport uses requests, the async one a lean HTTP/1.1 client (httpx behind a proxy, see
 :mod:`airflow_portkey._aio_http`); both only drive the plans of :mod:`airflow_portkey._protocol`,
 which own every rule about requests, answers and retries. No HTTP library is imported until
 a request is made, so a DAG file that imports this provider does not pay for them at parse
@@ -264,7 +264,7 @@ class PortkeyHook(BaseHook):
         except requests.RequestException as error:
             return TransportFailure("dropped", _first_line(error))
 
-    # -- async transport (h11; httpx behind a proxy) -------------------------------------------
+    # -- async transport (lean HTTP/1.1 client; httpx behind a proxy) --------------------------
 
     async def arun(self, plan: Plan[T]) -> T:
         """Drive a protocol plan without blocking the event loop."""

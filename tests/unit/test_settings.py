@@ -318,6 +318,20 @@ def test_unknown_extras_are_logged_by_name(
         pytest.param(
             None,
             API_KEY,
+            {"provider": "@x", "headers": {"X Evil": "1"}},
+            ["extra 'headers'", "'X Evil' is not a valid header name"],
+            id="headers-bad-name",
+        ),
+        pytest.param(
+            None,
+            "pk-1\nX-Injected: 1",
+            {"provider": "@x"},
+            ["password", "line breaks"],
+            id="api-key-line-break",
+        ),
+        pytest.param(
+            None,
+            API_KEY,
             {"virtual_key": "vk-1\r\nX-Injected: 1"},
             ["extra 'virtual_key'", "line breaks"],
             id="virtual-key-line-break",
