@@ -642,7 +642,7 @@ def report(
     if len(windows) > 1:
         window_text = (
             f"{windows[0]} intervals measured ({windows[-1]} at more than {LARGE_N:,} waits, "
-            "where every variant falls behind)"
+            "to keep the whole run short)"
         )
     markdown = "\n\n".join(
         [
