@@ -7,6 +7,7 @@ word means, so there is one table of statuses in the whole package.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -76,6 +77,7 @@ _PARTIAL_WORDS = frozenset({"partially_completed", "partially_succeeded"})
 _CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 
 
+@functools.lru_cache(maxsize=256)  # a handful of words, read on every poll
 def _fold(raw: str) -> str:
     """``InProgress``, ``in-progress``, ``JOB_STATE_RUNNING`` -> ``in_progress``/``running``."""
     word = _CAMEL_BOUNDARY.sub("_", raw.strip()).lower().replace("-", "_").replace(" ", "_")
