@@ -32,6 +32,7 @@ from airflow_portkey._protocol import (
     ApiResponse,
     Outcome,
     TransportFailure,
+    failure_detail,
     ssl_error_in,
 )
 
@@ -69,7 +70,7 @@ class _Connection:
         try:
             self.channel.send(request)
         except OSError as error:
-            raise _Dropped(_describe(error), answered=False) from None
+            raise _Dropped(failure_detail(error), answered=False) from None
         parser = ResponseParser(method=method)
         while True:
             try:
@@ -77,7 +78,7 @@ class _Connection:
             except asyncio.TimeoutError:
                 raise  # TimeoutError is an OSError too; the caller reports it as a timeout
             except OSError as error:
-                raise _Dropped(_describe(error), answered=parser.started) from None
+                raise _Dropped(failure_detail(error), answered=parser.started) from None
             try:
                 response = parser.feed(data)
             except Malformed as error:
@@ -152,9 +153,9 @@ class AsyncJsonClient:
                 except asyncio.TimeoutError:
                     return TransportFailure("timeout", "ConnectTimeout")
                 except ssl.SSLError as error:  # a certificate or handshake refused
-                    return TransportFailure("tls", _describe(error))
+                    return TransportFailure("tls", failure_detail(error))
                 except OSError as error:  # refused, unreachable, name lookup
-                    return TransportFailure("connect", _describe(error))
+                    return TransportFailure("connect", failure_detail(error))
             try:
                 response = await connection.exchange(method, message, self._read_timeout)
             except asyncio.TimeoutError:
@@ -241,10 +242,10 @@ class HttpxJsonClient:
         except httpx.ConnectError as error:
             tls = ssl_error_in(error)
             if tls is not None:
-                return TransportFailure("tls", _describe(tls))
-            return TransportFailure("connect", _describe(error))
+                return TransportFailure("tls", failure_detail(tls))
+            return TransportFailure("connect", failure_detail(error))
         except httpx.HTTPError as error:
-            return TransportFailure("dropped", _describe(error))
+            return TransportFailure("dropped", failure_detail(error))
         headers = {name.lower(): value for name, value in response.headers.items()}
         return ApiResponse(response.status_code, headers, response.content)
 
@@ -286,8 +287,3 @@ def json_client(
         max_connections=max_connections,
         keepalive_expiry=keepalive_expiry,
     )
-
-
-def _describe(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0][:300] if text else type(error).__name__

@@ -431,6 +431,12 @@ class CallContext:
     rng: Callable[[], float] = random.random
 
 
+def failure_detail(error: BaseException) -> str:
+    """What a transport says of an exception in a TransportFailure: its first line, bounded."""
+    text = str(error).strip()
+    return text.splitlines()[0][:300] if text else type(error).__name__
+
+
 def ssl_error_in(error: BaseException) -> ssl.SSLError | None:
     """The TLS error behind a library's connection error, if that is what it was.
 

@@ -256,13 +256,15 @@ class PortkeyHook(BaseHook):
 
             tls = protocol.ssl_error_in(error)
             if tls is not None:
-                return TransportFailure("tls", _first_line(tls))
+                return TransportFailure("tls", protocol.failure_detail(tls))
 
             # requests also reports a connection the server dropped as a ConnectionError.
             dropped = any(isinstance(arg, ProtocolError) for arg in error.args)
-            return TransportFailure("dropped" if dropped else "connect", _first_line(error))
+            return TransportFailure(
+                "dropped" if dropped else "connect", protocol.failure_detail(error)
+            )
         except requests.RequestException as error:
-            return TransportFailure("dropped", _first_line(error))
+            return TransportFailure("dropped", protocol.failure_detail(error))
 
     # -- async transport (lean HTTP/1.1 client; httpx behind a proxy) --------------------------
 
@@ -494,11 +496,6 @@ class PortkeyHook(BaseHook):
 
 def _lower(headers: Mapping[str, str]) -> dict[str, str]:
     return {name.lower(): value for name, value in headers.items()}
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0][:300] if text else type(error).__name__
 
 
 def _current_context() -> Mapping[str, Any] | None:
