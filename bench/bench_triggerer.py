@@ -49,8 +49,8 @@ FLOORS = ("floor_shared", "floor_client")
 TRANSPORTS = ("http", "https")
 TLS_VARIANTS = ("provider", "floor_client", "thread")
 GOAL_VARIANTS = ("provider", "floor_client", "thread")
-# Past 1,000 waits every variant falls far behind on two cores: fewer intervals measured
-# there keep `make bench` under 10 minutes and say the same.
+# Past 1,000 waits the baselines fall far behind on two cores: fewer intervals measured there
+# keep `make bench` under 10 minutes and say the same.
 LARGE_N = 1000
 LARGE_WINDOW_INTERVALS = 2
 TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
