@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from airflow_portkey.exceptions import PortkeyConfigError, PortkeyError
 
 if TYPE_CHECKING:
-    from airflow_portkey._waiting import WaitOutcome, WaitSpec
+    from airflow_portkey._core.waits import WaitOutcome, WaitSpec
     from airflow_portkey.batches import Batch
     from airflow_portkey.hooks.portkey import PortkeyHook
 
@@ -49,7 +49,7 @@ def batch_ids_from(value: object, *, field: str = "batch_id") -> list[str]:
     if isinstance(value, str) and value.strip().startswith("["):
         with contextlib.suppress(ValueError, SyntaxError):
             value = ast.literal_eval(value.strip())
-    from airflow_portkey._protocol import check_batch_id
+    from airflow_portkey._core.ids import check_batch_id
 
     items: Sequence[Any]
     if isinstance(value, str | Mapping) or value is None:
@@ -73,7 +73,7 @@ def batch_ids_from(value: object, *, field: str = "batch_id") -> list[str]:
 
 def read_event(event: object, expected_ids: Sequence[str] | None = None) -> dict[str, Any]:
     """Check a trigger event before acting on it; a malformed one fails the task clearly."""
-    from airflow_portkey._waiting import EVENT_STATUSES
+    from airflow_portkey._core.waits import EVENT_STATUSES
 
     if not isinstance(event, Mapping):
         raise PortkeyError(f"The Portkey trigger sent no usable event: {event!r:.200}")

@@ -1,277 +1,37 @@
-"""Batch statuses and the batch model: pure, no I/O, shared by every path.
-
-Providers behind Portkey report a batch's state in their own words (Bedrock's ``stopping``,
-Cohere's ``complete``, PascalCase in some list results). Every caller asks this module what a
-word means, so there is one table of statuses in the whole package.
+"""Batches as this provider reports them: ``BatchStatus`` (normalised across providers) and
+``Batch``. Defined in the pure core (:mod:`airflow_portkey._core.batches`); public here.
 """
 
 from __future__ import annotations
 
-import functools
-import re
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from enum import Enum
-from typing import Any
-
-
-class BatchStatus(str, Enum):
-    """A batch status in OpenAI's words, which Portkey documents."""
-
-    VALIDATING = "validating"
-    IN_PROGRESS = "in_progress"
-    FINALIZING = "finalizing"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    EXPIRED = "expired"
-    CANCELLING = "cancelling"
-    CANCELLED = "cancelled"
-    UNKNOWN = "unknown"
-
-    def __str__(self) -> str:
-        return self.value
-
-
-TERMINAL_STATUSES: frozenset[BatchStatus] = frozenset(
-    {BatchStatus.COMPLETED, BatchStatus.FAILED, BatchStatus.EXPIRED, BatchStatus.CANCELLED}
-)
-"""A batch in one of these will not change again. ``cancelling`` is not one: OpenAI keeps a
-batch there for minutes, still running and billing."""
-
-DEFAULT_SUCCESS_STATUSES: frozenset[BatchStatus] = frozenset({BatchStatus.COMPLETED})
-DEFAULT_FAILURE_STATUSES: frozenset[BatchStatus] = TERMINAL_STATUSES - DEFAULT_SUCCESS_STATUSES
-
-# Provider words (already folded by _fold) -> the documented status.
-_ALIASES: dict[str, BatchStatus] = {
-    "validating": BatchStatus.VALIDATING,
-    "pending": BatchStatus.VALIDATING,
-    "queued": BatchStatus.VALIDATING,
-    "created": BatchStatus.VALIDATING,
-    "in_progress": BatchStatus.IN_PROGRESS,
-    "submitted": BatchStatus.IN_PROGRESS,
-    "scheduled": BatchStatus.IN_PROGRESS,
-    "processing": BatchStatus.IN_PROGRESS,
-    "running": BatchStatus.IN_PROGRESS,
-    "finalizing": BatchStatus.FINALIZING,
-    "finalising": BatchStatus.FINALIZING,
-    "completed": BatchStatus.COMPLETED,
-    "complete": BatchStatus.COMPLETED,
-    "succeeded": BatchStatus.COMPLETED,
-    "partially_completed": BatchStatus.COMPLETED,
-    "partially_succeeded": BatchStatus.COMPLETED,
-    "failed": BatchStatus.FAILED,
-    "file_upload_failed": BatchStatus.FAILED,
-    "batch_start_failed": BatchStatus.FAILED,
-    "expired": BatchStatus.EXPIRED,
-    "cancelling": BatchStatus.CANCELLING,
-    "canceling": BatchStatus.CANCELLING,
-    "stopping": BatchStatus.CANCELLING,
-    "cancelled": BatchStatus.CANCELLED,
-    "canceled": BatchStatus.CANCELLED,
-    "stopped": BatchStatus.CANCELLED,
-}
-
-# Words that end a batch as "completed" although part of it did not run.
-_PARTIAL_WORDS = frozenset({"partially_completed", "partially_succeeded"})
-
-_CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
-
-
-@functools.lru_cache(maxsize=256)  # a handful of words, read on every poll
-def _fold(raw: str) -> str:
-    """``InProgress``, ``in-progress``, ``JOB_STATE_RUNNING`` -> ``in_progress``/``running``."""
-    word = _CAMEL_BOUNDARY.sub("_", raw.strip()).lower().replace("-", "_").replace(" ", "_")
-    return word.removeprefix("job_state_")
-
-
-def normalize_status(raw: object) -> BatchStatus:
-    """Map any provider's status word to a :class:`BatchStatus`; unknown words give UNKNOWN."""
-    if isinstance(raw, BatchStatus):
-        return raw
-    if not isinstance(raw, str):
-        return BatchStatus.UNKNOWN
-    return _ALIASES.get(_fold(raw), BatchStatus.UNKNOWN)
-
-
-def is_partial(raw: object) -> bool:
-    """True for words that mean "completed, but only in part" (Bedrock's partially_completed)."""
-    return isinstance(raw, str) and _fold(raw) in _PARTIAL_WORDS
-
-
-def is_terminal(status: BatchStatus) -> bool:
-    return status in TERMINAL_STATUSES
-
-
-def parse_status_set(values: Iterable[str | BatchStatus], *, name: str) -> frozenset[BatchStatus]:
-    """Read a user's set of statuses, refusing words that mean nothing or are not terminal."""
-    if isinstance(values, str | BatchStatus):
-        values = [values]
-    statuses: set[BatchStatus] = set()
-    for value in values:
-        status = normalize_status(value)
-        if status is BatchStatus.UNKNOWN:
-            known = ", ".join(sorted(s.value for s in TERMINAL_STATUSES))
-            raise ValueError(f"{name}: unknown batch status {value!r}; use one of {known}")
-        if status not in TERMINAL_STATUSES:
-            raise ValueError(f"{name}: {value!r} is not a terminal batch status")
-        statuses.add(status)
-    return frozenset(statuses)
-
-
-def check_status_sets(success: frozenset[BatchStatus], failure: frozenset[BatchStatus]) -> None:
-    """Refuse a wait that could never succeed, or whose outcome would be ambiguous."""
-    if not success:
-        raise ValueError("success_statuses must name at least one terminal status")
-    overlap = success & failure
-    if overlap:
-        words = ", ".join(sorted(status.value for status in overlap))
-        raise ValueError(f"success_statuses and failure_statuses overlap on: {words}")
-
-
-# Providers such as Bedrock, Vertex and Cohere report milliseconds where OpenAI reports seconds.
-# 10**11 seconds is the year 5138, so anything above it must be milliseconds.
-_MILLISECONDS_THRESHOLD = 10**11
-
-TIMESTAMP_FIELDS = (
-    "created_at",
-    "in_progress_at",
-    "expires_at",
-    "finalizing_at",
-    "completed_at",
-    "failed_at",
-    "expired_at",
-    "cancelling_at",
-    "cancelled_at",
+from airflow_portkey._core.batches import (
+    DEFAULT_FAILURE_STATUSES,
+    DEFAULT_SUCCESS_STATUSES,
+    TERMINAL_STATUSES,
+    TIMESTAMP_FIELDS,
+    Batch,
+    BatchStatus,
+    RequestCounts,
+    check_status_sets,
+    is_partial,
+    is_terminal,
+    normalize_status,
+    normalize_timestamp,
+    parse_status_set,
 )
 
-
-def normalize_timestamp(value: object) -> float | None:
-    """Unix seconds from seconds or milliseconds; None for anything that is not a number."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return value / 1000 if value > _MILLISECONDS_THRESHOLD else float(value)
-
-
-def _as_int(value: object) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
-@dataclass(frozen=True, slots=True)
-class RequestCounts:
-    total: int = 0
-    completed: int = 0
-    failed: int = 0
-
-    @classmethod
-    def from_raw(cls, raw: object) -> RequestCounts:
-        if not isinstance(raw, Mapping):
-            return cls()
-        return cls(
-            total=_as_int(raw.get("total")),
-            completed=_as_int(raw.get("completed")),
-            failed=_as_int(raw.get("failed")),
-        )
-
-    @property
-    def done(self) -> int:
-        return self.completed + self.failed
-
-    @property
-    def percent(self) -> float | None:
-        return None if self.total <= 0 else round(100 * self.done / self.total, 1)
-
-    def describe(self) -> str:
-        percent = "?" if self.percent is None else f"{self.percent:g}%"
-        return (
-            f"{self.done}/{self.total} requests done ({percent}): "
-            f"{self.completed} completed, {self.failed} failed"
-        )
-
-
-def _error_messages(raw: object) -> tuple[str, ...]:
-    """Messages from OpenAI's ``errors: {data: [{code, message, line}]}`` (or a bare list)."""
-    items = raw.get("data") if isinstance(raw, Mapping) else raw
-    if not isinstance(items, list):
-        return ()
-    messages = []
-    for item in items:
-        if isinstance(item, Mapping):
-            text = str(item.get("message") or item.get("code") or "error")
-            line = item.get("line")
-            messages.append(f"line {line}: {text}" if line is not None else text)
-        elif isinstance(item, str):
-            messages.append(item)
-    return tuple(messages)
-
-
-@dataclass(frozen=True, slots=True)
-class Batch:
-    """A batch as Portkey returned it, with its status normalised and the raw answer kept."""
-
-    id: str
-    status: BatchStatus
-    raw_status: str | None
-    request_counts: RequestCounts = field(default_factory=RequestCounts)
-    partial: bool = False
-    output_file_id: str | None = None
-    error_file_id: str | None = None
-    errors: tuple[str, ...] = ()
-    timestamps: Mapping[str, float] = field(default_factory=dict)
-    raw: Mapping[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_raw(cls, raw: Mapping[str, Any]) -> Batch:
-        """Build from Portkey's batch object; the caller has checked it has an ``id``."""
-        raw_status = raw.get("status")
-        timestamps = {
-            name: seconds
-            for name in TIMESTAMP_FIELDS
-            if (seconds := normalize_timestamp(raw.get(name))) is not None
-        }
-        return cls(
-            id=str(raw["id"]),
-            status=normalize_status(raw_status),
-            raw_status=raw_status if isinstance(raw_status, str) else None,
-            request_counts=RequestCounts.from_raw(raw.get("request_counts")),
-            partial=is_partial(raw_status),
-            output_file_id=raw.get("output_file_id") or None,
-            error_file_id=raw.get("error_file_id") or None,
-            errors=_error_messages(raw.get("errors")),
-            timestamps=timestamps,
-            raw=dict(raw),
-        )
-
-    @property
-    def is_terminal(self) -> bool:
-        return self.status in TERMINAL_STATUSES
-
-    def to_xcom(self) -> dict[str, Any]:
-        """A JSON-serialisable summary for XCom and trigger events (no credentials in it)."""
-        return {
-            "id": self.id,
-            "status": self.status.value,
-            "raw_status": self.raw_status,
-            "partial": self.partial,
-            "request_counts": {
-                "total": self.request_counts.total,
-                "completed": self.request_counts.completed,
-                "failed": self.request_counts.failed,
-            },
-            "output_file_id": self.output_file_id,
-            "error_file_id": self.error_file_id,
-            "errors": list(self.errors),
-            "raw": dict(self.raw),
-        }
-
-    @classmethod
-    def from_xcom(cls, value: Mapping[str, Any]) -> Batch:
-        """Rebuild from :meth:`to_xcom` output (a trigger event, an XCom)."""
-        return cls.from_raw(value["raw"]) if value.get("raw") else cls.from_raw(value)
-
-    def describe(self) -> str:
-        word = self.status.value
-        if self.raw_status and _fold(self.raw_status) != word:
-            word = f"{word} (provider said {self.raw_status!r})"
-        if self.partial:
-            word += ", only partly"
-        return f"batch {self.id} is {word}; {self.request_counts.describe()}"
+__all__ = [
+    "DEFAULT_FAILURE_STATUSES",
+    "DEFAULT_SUCCESS_STATUSES",
+    "TERMINAL_STATUSES",
+    "TIMESTAMP_FIELDS",
+    "Batch",
+    "BatchStatus",
+    "RequestCounts",
+    "check_status_sets",
+    "is_partial",
+    "is_terminal",
+    "normalize_status",
+    "normalize_timestamp",
+    "parse_status_set",
+]

@@ -126,7 +126,7 @@ def run_dags(report: Report, emu: Any) -> list[dict[str, Any]]:
 def describe_run(dag_id: str, what: str, dag_run: Any, emu: Any, seconds: float) -> dict[str, Any]:
     from airflow.utils.session import create_session
 
-    from airflow_portkey._trace import trace_from_context
+    from airflow_portkey._core.trace import trace_from_context
 
     tasks = []
     with create_session() as session:

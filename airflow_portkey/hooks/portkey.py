@@ -1,10 +1,10 @@
 """PortkeyHook: Portkey credentials from an Airflow connection, and two transports.
 
 The sync transport uses requests, the async one a lean HTTP/1.1 client (httpx behind a proxy, see
-:mod:`airflow_portkey._aio_http`); both only drive the plans of :mod:`airflow_portkey._protocol`,
-which own every rule about requests, answers and retries. No HTTP library is imported until
-a request is made, so a DAG file that imports this provider does not pay for them at parse
-time.
+:mod:`airflow_portkey._transport.aio`); both only drive the plans of
+:mod:`airflow_portkey._core.plans`, which own every rule about requests, answers and
+retries. No HTTP library is imported until a request is made, so a DAG file that imports this
+provider does not pay for them at parse time.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import os
 import shutil
 import tempfile
 import time
-import weakref
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -22,32 +21,32 @@ from typing import IO, TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from airflow.sdk import BaseHook
 
-from airflow_portkey import _protocol as protocol
-from airflow_portkey._batch_input import upload_from
-from airflow_portkey._defaults import CONN_TYPE, DEFAULT_CONN_ID
-from airflow_portkey._protocol import (
+from airflow_portkey._core import answers, endpoints, ids, plans
+from airflow_portkey._core.batch_input import upload_from
+from airflow_portkey._core.defaults import CONN_TYPE, DEFAULT_CONN_ID
+from airflow_portkey._core.messages import (
     ApiRequest,
-    ApiResponse,
-    CallContext,
     Note,
     Outcome,
     Plan,
-    RetryPolicy,
-    TransportFailure,
     Upload,
     Wait,
 )
-from airflow_portkey._settings import PortkeySettings, settings_from_connection
-from airflow_portkey._trace import trace_from_context, trace_headers
-from airflow_portkey._waiting import WaitOutcome, WaitSpec, wait_for_batch
+from airflow_portkey._core.plans import CallContext
+from airflow_portkey._core.retry import RetryPolicy
+from airflow_portkey._core.settings import PortkeySettings
+from airflow_portkey._core.trace import trace_from_context, trace_headers
+from airflow_portkey._core.waits import WaitOutcome, WaitSpec, wait_for_batch
 from airflow_portkey.batches import Batch
 from airflow_portkey.exceptions import PortkeyConfigError, PortkeyError
+from airflow_portkey.hooks._connections import mask_sync, settings_of, shared_connection
 
 if TYPE_CHECKING:
     import requests
     from airflow.sdk import Connection
 
-    from airflow_portkey._aio_http import AsyncJsonClient, HttpxJsonClient
+    from airflow_portkey._transport.aio import AsyncJsonClient, HttpxJsonClient
+    from airflow_portkey._transport.sync import SyncTransport
 
 T = TypeVar("T")
 # acancel_batches logs each batch up to this many, then one summary line instead.
@@ -98,7 +97,7 @@ class PortkeyHook(BaseHook):
         self._call: CallContext | None = None
         self._headers: dict[str, str] = {}
         self._trace_metadata: dict[str, str] = {}
-        self._session: requests.Session | None = None
+        self._sync: SyncTransport | None = None
         self._async_client: AsyncJsonClient | HttpxJsonClient | None = None
 
     # -- settings ---------------------------------------------------------------------------
@@ -108,14 +107,14 @@ class PortkeyHook(BaseHook):
         """The checked connection; read once, on first use."""
         if self._settings is None:
             settings = self._accept(self.get_connection(self.portkey_conn_id))
-            _mask_sync(settings.secrets)
+            mask_sync(settings.secrets)
         assert self._settings is not None
         return self._settings
 
     async def aget_settings(self) -> PortkeySettings:
         """As :attr:`settings`, without blocking the event loop (for triggers)."""
         if self._settings is None:
-            self._accept(await _shared_connection(self.portkey_conn_id))
+            self._accept(await shared_connection(self.portkey_conn_id))
         assert self._settings is not None
         return self._settings
 
@@ -126,7 +125,7 @@ class PortkeyHook(BaseHook):
                 f"Airflow connection {self.portkey_conn_id!r} is of type {conn_type!r}; "
                 f"PortkeyHook needs a connection of type {CONN_TYPE!r}"
             )
-        settings = _settings_of(self.portkey_conn_id, connection)
+        settings = settings_of(self.portkey_conn_id, connection)
         if settings.unknown_extras:
             self.log.warning(
                 "Portkey connection %r has extras this provider does not read: %s",
@@ -174,16 +173,16 @@ class PortkeyHook(BaseHook):
     # -- sync transport (requests) ------------------------------------------------------------
 
     def get_conn(self) -> requests.Session:
-        """A requests session with the connection's headers; reused for every call."""
-        if self._session is None:
-            import requests
+        """The requests session every sync call of this hook uses, with the connection's
+        headers."""
+        return self._sync_transport().session
 
-            settings = self.settings
-            session = requests.Session()
-            session.headers.update(self._headers)
-            session.verify = settings.verify
-            self._session = session
-        return self._session
+    def _sync_transport(self) -> SyncTransport:
+        if self._sync is None:
+            from airflow_portkey._transport.sync import SyncTransport
+
+            self._sync = SyncTransport(self.settings, self._headers)
+        return self._sync
 
     def _advance(self, plan: Plan[T], reply: Outcome | None) -> tuple[bool, Any]:
         """Feed ``reply`` to the plan and log its notes; return (done, result or next action)."""
@@ -202,7 +201,7 @@ class PortkeyHook(BaseHook):
 
     def run(self, plan: Plan[T], sink: IO[bytes] | None = None) -> T:
         """Drive a protocol plan over requests, sleeping between retries."""
-        session = self.get_conn()
+        transport = self._sync_transport()
         reply: Outcome | None = None
         while True:
             done, action = self._advance(plan, reply)
@@ -212,59 +211,7 @@ class PortkeyHook(BaseHook):
                 time.sleep(action.seconds)
                 reply = None
             else:
-                reply = self._send(session, action, sink)
-
-    def _send(
-        self, session: requests.Session, request: ApiRequest, sink: IO[bytes] | None
-    ) -> Outcome:
-        import requests
-
-        settings = self.settings
-        files = None
-        if request.upload is not None:
-            upload = request.upload
-            files = {"file": (upload.filename, upload.read(), upload.content_type)}
-        try:
-            with session.request(
-                request.method,
-                settings.base_url + request.path,
-                params=request.params,
-                json=request.json_body,
-                data=request.form,
-                files=files,
-                timeout=(settings.connect_timeout, settings.read_timeout),
-                # Per request: requests lets REQUESTS_CA_BUNDLE override a session's verify.
-                verify=settings.verify,
-                stream=request.stream,
-                # A redirect would carry the keys to whatever host it names; the async path
-                # does not follow them either, so both paths answer a 3xx with the same error.
-                allow_redirects=False,
-            ) as response:
-                if request.stream and sink is not None and response.status_code < 300:
-                    sink.seek(0)
-                    sink.truncate()
-                    for chunk in response.iter_content(chunk_size=1 << 16):
-                        sink.write(chunk)
-                    body = b""
-                else:
-                    body = response.content
-                return ApiResponse(response.status_code, _lower(response.headers), body)
-        except requests.Timeout as error:
-            return TransportFailure("timeout", type(error).__name__)
-        except requests.ConnectionError as error:
-            from urllib3.exceptions import ProtocolError
-
-            tls = protocol.ssl_error_in(error)
-            if tls is not None:
-                return TransportFailure("tls", protocol.failure_detail(tls))
-
-            # requests also reports a connection the server dropped as a ConnectionError.
-            dropped = any(isinstance(arg, ProtocolError) for arg in error.args)
-            return TransportFailure(
-                "dropped" if dropped else "connect", protocol.failure_detail(error)
-            )
-        except requests.RequestException as error:
-            return TransportFailure("dropped", protocol.failure_detail(error))
+                reply = transport.send(action, sink)
 
     # -- async transport (lean HTTP/1.1 client; httpx behind a proxy) --------------------------
 
@@ -284,7 +231,7 @@ class PortkeyHook(BaseHook):
 
     async def _aclient(self) -> AsyncJsonClient | HttpxJsonClient:
         if self._async_client is None:
-            from airflow_portkey._aio_http import json_client
+            from airflow_portkey._transport.aio import json_client
 
             settings = await self.aget_settings()
             self._async_client = json_client(
@@ -311,15 +258,15 @@ class PortkeyHook(BaseHook):
             self._async_client = None
 
     def close(self) -> None:
-        if self._session is not None:
-            self._session.close()
-            self._session = None
+        if self._sync is not None:
+            self._sync.close()
+            self._sync = None
 
     # -- batch API, sync ----------------------------------------------------------------------
 
     def get_batch(self, batch_id: str) -> Batch:
         """Read a batch (``GET /batches/{batch_id}``)."""
-        return self.run(protocol.get_batch(self.call_context, batch_id))
+        return self.run(plans.get_batch(self.call_context, batch_id))
 
     def cancel_batch(self, batch_id: str) -> Batch:
         """Cancel a batch and return it as it is afterwards.
@@ -327,8 +274,8 @@ class PortkeyHook(BaseHook):
         Idempotent: a batch already cancelling or finished is returned as it is, not an
         error. Usually the result is ``cancelling``; it becomes ``cancelled`` later.
         """
-        protocol.check_batch_id(batch_id)
-        batch = self.run(protocol.cancel_batch(self.call_context, batch_id))
+        ids.check_batch_id(batch_id)
+        batch = self.run(plans.cancel_batch(self.call_context, batch_id))
         self.log.info("Cancel requested: %s", batch.describe())
         return batch
 
@@ -336,7 +283,7 @@ class PortkeyHook(BaseHook):
         """Every batch the connection can see, newest first, fetching page after page."""
         after: str | None = None
         while True:
-            page = self.run(protocol.list_page(self.call_context, page_size, after))
+            page = self.run(plans.list_page(self.call_context, page_size, after))
             yield from page.batches
             if page.next_after is None:
                 return
@@ -358,8 +305,8 @@ class PortkeyHook(BaseHook):
         upload = upload or upload_from(content)
         if filename:
             upload = Upload(upload.content, filename, upload.content_type)
-        request = protocol.upload_file_request(upload, purpose)
-        body = self.run(protocol.send(self.call_context, request))
+        request = endpoints.upload_file_request(upload, purpose)
+        body = self.run(plans.send(self.call_context, request))
         if not isinstance(body, dict) or not isinstance(body.get("id"), str):
             raise PortkeyError("Portkey's answer to the file upload has no file id")
         return body
@@ -373,11 +320,11 @@ class PortkeyHook(BaseHook):
         metadata: Mapping[str, str] | None = None,
     ) -> Batch:
         """Create a batch from an uploaded input file (``POST /batches``)."""
-        request = protocol.create_batch_request(
+        request = endpoints.create_batch_request(
             input_file_id, endpoint, completion_window, metadata
         )
-        body = self.run(protocol.send(self.call_context, request))
-        return protocol.read_batch(body, request)
+        body = self.run(plans.send(self.call_context, request))
+        return answers.read_batch(body, request)
 
     def download_batch_output(self, batch_id: str, destination: str | os.PathLike[str]) -> int:
         """Stream a finished batch's output JSONL to ``destination``; return its size in bytes.
@@ -389,20 +336,20 @@ class PortkeyHook(BaseHook):
         """
         batch = self.get_batch(batch_id)
         if batch.output_file_id:
-            request = protocol.file_content_request(batch.output_file_id)
+            request = endpoints.file_content_request(batch.output_file_id)
         else:
-            request = protocol.batch_output_request(batch_id)
+            request = endpoints.batch_output_request(batch_id)
         return self._download(request, destination)
 
     def download_file(self, file_id: str, destination: str | os.PathLike[str]) -> int:
         """Stream a file's content (an output or error file) to ``destination``."""
-        return self._download(protocol.file_content_request(file_id), destination)
+        return self._download(endpoints.file_content_request(file_id), destination)
 
     def _download(self, request: ApiRequest, destination: str | os.PathLike[str]) -> int:
         # Download to a local temporary file first: a retry can then start the file over,
         # and a failed download never leaves half a file at the destination.
         with tempfile.TemporaryFile() as part:
-            self.run(protocol.send(self.call_context, request), sink=part)
+            self.run(plans.send(self.call_context, request), sink=part)
             size = part.tell()
             part.seek(0)
             if hasattr(destination, "protocol") and hasattr(destination, "open"):
@@ -421,7 +368,7 @@ class PortkeyHook(BaseHook):
         """One cheap request (list one batch) to check the URL, the key and the routing."""
         try:
             settings = self.settings
-            self.run(protocol.list_page(self.call_context, 1, None))
+            self.run(plans.list_page(self.call_context, 1, None))
         except PortkeyError as error:
             return False, str(error)
         except Exception as error:
@@ -437,7 +384,7 @@ class PortkeyHook(BaseHook):
         return self._call
 
     async def aget_batch(self, batch_id: str) -> Batch:
-        return await self.arun(protocol.get_batch(await self.acall_context(), batch_id))
+        return await self.arun(plans.get_batch(await self.acall_context(), batch_id))
 
     async def acancel_batch(self, batch_id: str) -> Batch:
         """As :meth:`cancel_batch`, on the event loop."""
@@ -453,7 +400,7 @@ class PortkeyHook(BaseHook):
         A few batches are logged one line each; more, in one line that counts their statuses.
         """
         for batch_id in batch_ids:
-            protocol.check_batch_id(batch_id)
+            ids.check_batch_id(batch_id)
         ctx = await self.acall_context()
         results: dict[int, Batch | BaseException] = {}
         pending = iter(enumerate(batch_ids))
@@ -463,7 +410,7 @@ class PortkeyHook(BaseHook):
             # costs more CPU than the request itself once there are thousands of ids.
             for index, batch_id in pending:
                 try:
-                    results[index] = await self.arun(protocol.cancel_batch(ctx, batch_id))
+                    results[index] = await self.arun(plans.cancel_batch(ctx, batch_id))
                 except Exception as error:
                     results[index] = error
 
@@ -494,10 +441,6 @@ class PortkeyHook(BaseHook):
         return await asyncio.gather(*(self.arun(wait_for_batch(ctx, spec)) for spec in specs))
 
 
-def _lower(headers: Mapping[str, str]) -> dict[str, str]:
-    return {name.lower(): value for name, value in headers.items()}
-
-
 def _current_context() -> Mapping[str, Any] | None:
     try:
         from airflow.sdk import get_current_context
@@ -506,56 +449,3 @@ def _current_context() -> Mapping[str, Any] | None:
         return context
     except Exception:
         return None
-
-
-def _mask_sync(secrets: tuple[str, ...]) -> None:
-    from airflow.sdk.log import mask_secret
-
-    for secret in secrets:
-        mask_secret(secret)
-
-
-# A triggerer may start thousands of triggers on one connection at once: they share one
-# lookup (and one masking of its secrets) per event loop, renewed after this many seconds.
-_CONNECTION_TTL = 60.0
-_connections: weakref.WeakKeyDictionary[
-    asyncio.AbstractEventLoop, dict[str, tuple[float, asyncio.Future[Connection]]]
-] = weakref.WeakKeyDictionary()
-
-
-async def _shared_connection(conn_id: str) -> Connection:
-    per_loop = _connections.setdefault(asyncio.get_running_loop(), {})
-    entry = per_loop.get(conn_id)
-    if entry is None or entry[0] < time.monotonic():
-        entry = (time.monotonic() + _CONNECTION_TTL, asyncio.ensure_future(_fetch(conn_id)))
-        per_loop[conn_id] = entry
-    try:
-        return await asyncio.shield(entry[1])
-    except Exception:
-        if per_loop.get(conn_id) is entry:
-            del per_loop[conn_id]  # a failed lookup is not remembered
-        raise
-
-
-async def _fetch(conn_id: str) -> Connection:
-    from airflow.sdk.log import amask_secret
-
-    connection: Connection = await BaseHook.aget_connection(conn_id)
-    try:
-        secrets = _settings_of(conn_id, connection).secrets
-    except PortkeyConfigError:
-        secrets = ()  # the hook refuses this connection itself, naming the field
-    for secret in secrets:
-        await amask_secret(secret)
-    return connection
-
-
-def _settings_of(conn_id: str, connection: Connection) -> PortkeySettings:
-    return settings_from_connection(
-        conn_id,
-        host=connection.host,
-        password=connection.password,
-        extra=connection.extra_dejson,
-        port=connection.port,
-        schema=connection.schema,
-    )

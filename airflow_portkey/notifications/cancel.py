@@ -7,7 +7,7 @@ from typing import Any
 
 from airflow.sdk import BaseNotifier
 
-from airflow_portkey._defaults import DEFAULT_CONN_ID
+from airflow_portkey._core.defaults import DEFAULT_CONN_ID
 from airflow_portkey._tasks import batch_ids_from, cancel_many
 
 
@@ -78,7 +78,7 @@ class PortkeyCancelBatchesNotifier(BaseNotifier):
         if not ids:
             return
         self.log.warning("Cancelling %d Portkey batch(es) after a failure: %s", len(ids), ids)
-        from airflow_portkey._trace import trace_from_context
+        from airflow_portkey._core.trace import trace_from_context
         from airflow_portkey.hooks.portkey import PortkeyHook
 
         trace_id, metadata = trace_from_context(context)

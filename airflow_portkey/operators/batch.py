@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 
 # Only what a DAG file's parse needs loads here; the hook and the rest load in execute.
-from airflow_portkey._defaults import DEFAULT_CONN_ID, DEFER_TIMEOUT_MARGIN
+from airflow_portkey._core.defaults import DEFAULT_CONN_ID, DEFER_TIMEOUT_MARGIN
 from airflow_portkey._tasks import (
     batch_ids_from,
     cancel_after_timeout,
@@ -32,7 +32,7 @@ from airflow_portkey.batches import (
 from airflow_portkey.exceptions import PortkeyBatchTimeoutError, PortkeyError
 
 if TYPE_CHECKING:
-    from airflow_portkey._waiting import WaitOutcome
+    from airflow_portkey._core.waits import WaitOutcome
 
 XCom = dict[str, Any] | list[dict[str, Any]]
 
@@ -133,7 +133,7 @@ class PortkeyCancelBatchOperator(BaseOperator):
                 method_name="execute_complete",
                 timeout=timedelta(seconds=self.wait_timeout) + DEFER_TIMEOUT_MARGIN,
             )
-        from airflow_portkey._waiting import terminal_spec
+        from airflow_portkey._core.waits import terminal_spec
 
         specs = [
             terminal_spec(i, deadline=deadline, poll_interval=self.poll_interval) for i in pending
@@ -186,7 +186,7 @@ class PortkeyCancelBatchOperator(BaseOperator):
 
 
 def _outcome(batch_id: str, raw: dict[str, Any] | None, payload: dict[str, Any]) -> WaitOutcome:
-    from airflow_portkey._waiting import WaitOutcome
+    from airflow_portkey._core.waits import WaitOutcome
 
     batch = Batch.from_xcom(raw) if raw else None
     if batch is not None and batch.is_terminal:
@@ -279,8 +279,8 @@ class PortkeyCreateBatchOperator(BaseOperator):
         self._owned: list[str] = []
 
     def execute(self, context: Any) -> dict[str, Any] | None:
-        from airflow_portkey._batch_input import batch_metadata, upload_from
-        from airflow_portkey._waiting import WaitSpec, event_payload
+        from airflow_portkey._core.batch_input import batch_metadata, upload_from
+        from airflow_portkey._core.waits import WaitSpec, event_payload
         from airflow_portkey.hooks.portkey import PortkeyHook
 
         upload = upload_from(self.input)  # checked before any request

@@ -11,7 +11,7 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow.sdk.exceptions import AirflowSensorTimeout, AirflowSkipException
 
 # Only what a DAG file's parse needs loads here; the hook and the rest load in execute.
-from airflow_portkey._defaults import (
+from airflow_portkey._core.defaults import (
     DEFAULT_CONN_ID,
     DEFAULT_MAX_TRANSIENT_FAILURES,
     DEFER_TIMEOUT_MARGIN,
@@ -36,7 +36,7 @@ from airflow_portkey.batches import (
 from airflow_portkey.exceptions import PortkeyBatchFailedError, PortkeyConfigError
 
 if TYPE_CHECKING:
-    from airflow_portkey._waiting import PollLog
+    from airflow_portkey._core.waits import PollLog
     from airflow_portkey.hooks.portkey import PortkeyHook
 
 
@@ -159,7 +159,7 @@ class PortkeyBatchSensor(BaseSensorOperator):
         )
 
     def poke(self, context: Any) -> bool | PokeReturnValue:
-        from airflow_portkey._waiting import classify
+        from airflow_portkey._core.waits import classify
 
         batch = self.hook.get_batch(self._the_batch_id())
         self._log_progress(batch)
@@ -175,7 +175,7 @@ class PortkeyBatchSensor(BaseSensorOperator):
 
     def _log_progress(self, batch: Batch) -> None:
         if self._said is None:
-            from airflow_portkey._waiting import PollLog
+            from airflow_portkey._core.waits import PollLog
 
             self._said = PollLog()
         for note in self._said.notes(batch):

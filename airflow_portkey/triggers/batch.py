@@ -7,8 +7,8 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_portkey._defaults import DEFAULT_MAX_TRANSIENT_FAILURES
-from airflow_portkey._waiting import WaitOutcome, WaitSpec, event_payload
+from airflow_portkey._core.defaults import DEFAULT_MAX_TRANSIENT_FAILURES
+from airflow_portkey._core.waits import WaitOutcome, WaitSpec, event_payload
 from airflow_portkey.batches import normalize_status
 from airflow_portkey.exceptions import PortkeyError
 from airflow_portkey.hooks.portkey import PortkeyHook

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import structlog
 
-from airflow_portkey._protocol import RetryPolicy
+from airflow_portkey._core.retry import RetryPolicy
 from airflow_portkey.hooks.portkey import PortkeyHook
 from airflow_portkey.testing import PortkeyEmulator
 

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from airflow_portkey._protocol import RetryPolicy
+from airflow_portkey._core.retry import RetryPolicy
 from airflow_portkey.hooks.portkey import PortkeyHook
 
 T = TypeVar("T")

@@ -21,13 +21,13 @@ from typing import Any, TypeVar
 
 import pytest
 
-from airflow_portkey._aio_http import (
+from airflow_portkey._core.messages import ApiRequest, ApiResponse, TransportFailure
+from airflow_portkey._transport.aio import (
     AsyncJsonClient,
     HttpxJsonClient,
     json_client,
     proxied,
 )
-from airflow_portkey._protocol import ApiRequest, ApiResponse, TransportFailure
 from airflow_portkey.hooks.portkey import PortkeyHook
 from airflow_portkey.testing._tls import write_tls_files
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from airflow_portkey._protocol import MAX_BATCH_ID_LENGTH, check_batch_id
+from airflow_portkey._core.ids import MAX_BATCH_ID_LENGTH, check_batch_id
 from airflow_portkey.batches import Batch, BatchStatus
 from airflow_portkey.exceptions import (
     PortkeyConfigError,

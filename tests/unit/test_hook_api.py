@@ -250,12 +250,12 @@ def test_async_path_refuses_streams_and_uploads(
     """The async transport has no file support: it says so rather than buffering a stream."""
     import asyncio
 
-    from airflow_portkey import _protocol as protocol
+    from airflow_portkey._core import endpoints, plans
 
     async def go() -> None:
         try:
             ctx = await hook.acall_context()
-            await hook.arun(protocol.send(ctx, protocol.batch_output_request("batch_1")))
+            await hook.arun(plans.send(ctx, endpoints.batch_output_request("batch_1")))
         finally:
             await hook.aclose()
 

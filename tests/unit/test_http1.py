@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from airflow_portkey._http1 import (
+from airflow_portkey._transport._http1 import (
     Malformed,
     Response,
     ResponseParser,

@@ -51,7 +51,7 @@ def test_ui_relabels_host_and_password(connection_type: dict[str, Any]) -> None:
 
 
 def test_every_declared_extra_is_read_by_the_hook(connection_type: dict[str, Any]) -> None:
-    from airflow_portkey._settings import KNOWN_EXTRAS
+    from airflow_portkey._core.settings import KNOWN_EXTRAS
 
     assert set(connection_type["conn-fields"]) <= KNOWN_EXTRAS
 

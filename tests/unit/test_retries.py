@@ -12,13 +12,8 @@ from typing import Any
 
 import pytest
 
-from airflow_portkey._protocol import (
-    ApiResponse,
-    RetryPolicy,
-    TransportFailure,
-    parse_retry_after,
-    retry_delay,
-)
+from airflow_portkey._core.messages import ApiResponse, TransportFailure
+from airflow_portkey._core.retry import RetryPolicy, parse_retry_after, retry_delay
 from airflow_portkey.batches import Batch, BatchStatus
 from airflow_portkey.exceptions import (
     PortkeyAPIError,

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from airflow.sdk.exceptions import AirflowNotFoundException
 
-from airflow_portkey._settings import settings_from_connection
+from airflow_portkey._core.settings import settings_from_connection
 from airflow_portkey.exceptions import PortkeyConfigError
 from airflow_portkey.hooks.portkey import PortkeyHook
 from airflow_portkey.testing import PortkeyEmulator

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from airflow_portkey import batches
-from airflow_portkey._waiting import WaitSpec, wait_for_batch
+from airflow_portkey._core import batches
+from airflow_portkey._core.waits import WaitSpec, wait_for_batch
 from airflow_portkey.batches import (
     TERMINAL_STATUSES,
     Batch,

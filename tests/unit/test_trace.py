@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from airflow_portkey._trace import trace_from_context, trace_headers
+from airflow_portkey._core.trace import trace_from_context, trace_headers
 from airflow_portkey.testing import PortkeyEmulator
 
 from .support import MakeHook, run_async

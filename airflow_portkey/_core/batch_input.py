@@ -8,8 +8,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from airflow_portkey._protocol import Upload
-from airflow_portkey.exceptions import PortkeyConfigError
+from airflow_portkey._core.errors import PortkeyConfigError
+from airflow_portkey._core.messages import Upload
 
 REQUIRED_FIELDS = ("custom_id", "method", "url", "body")
 # Portkey's metadata: at most 16 pairs, keys up to 64 characters, values up to 512.

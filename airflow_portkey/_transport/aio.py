@@ -2,15 +2,15 @@
 
 A triggerer may poll thousands of batches from one event loop. On this project's benchmark
 machine an httpx request costs about 1.6 ms of CPU; the same request framed by
-:mod:`airflow_portkey._http1` on an asyncio Protocol about 0.1 ms: the difference between a
-triggerer that keeps up and one that falls behind. This client does only what the batch API's
-JSON calls need: one request at a time per connection, keep-alive, TLS, connect and read
+:mod:`airflow_portkey._transport._http1` on an asyncio Protocol about 0.1 ms: the difference
+between a triggerer that keeps up and one that falls behind. This client does only what the
+batch API's JSON calls need: one request at a time per connection, keep-alive, TLS, connect and read
 timeouts. Uploads and downloads stay on the
 sync path (requests); a proxy set in the environment sends the hook back to httpx, which
 honours it (see :func:`proxied`).
 
 Every answer comes back as the protocol's :class:`ApiResponse` or :class:`TransportFailure`,
-so the retry rules stay in one place (:mod:`airflow_portkey._protocol`).
+so the retry rules stay in one place (:mod:`airflow_portkey._core.plans`).
 """
 
 from __future__ import annotations
@@ -25,16 +25,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
-from airflow_portkey._aio_socket import Channel, open_channel
-from airflow_portkey._http1 import Malformed, Response, ResponseParser, check_header, request_bytes
-from airflow_portkey._protocol import (
-    ApiRequest,
-    ApiResponse,
-    Outcome,
-    TransportFailure,
-    failure_detail,
-    ssl_error_in,
+from airflow_portkey._core.messages import ApiRequest, ApiResponse, Outcome, TransportFailure
+from airflow_portkey._transport._aio_socket import Channel, open_channel
+from airflow_portkey._transport._http1 import (
+    Malformed,
+    Response,
+    ResponseParser,
+    check_header,
+    request_bytes,
 )
+from airflow_portkey._transport.common import failure_detail, ssl_error_in
 
 
 def proxied(url: str) -> bool:

@@ -13,23 +13,24 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from airflow_portkey import _protocol as protocol
-from airflow_portkey._defaults import DEFAULT_MAX_TRANSIENT_FAILURES
-from airflow_portkey._protocol import CallContext, Note, Plan, Wait
-from airflow_portkey.batches import (
+from airflow_portkey._core import ids, plans
+from airflow_portkey._core.batches import (
     TERMINAL_STATUSES,
     Batch,
     BatchStatus,
     RequestCounts,
     check_status_sets,
 )
-from airflow_portkey.exceptions import (
+from airflow_portkey._core.defaults import DEFAULT_MAX_TRANSIENT_FAILURES
+from airflow_portkey._core.errors import (
     PortkeyAPIError,
     PortkeyRateLimitError,
     PortkeyServerError,
     PortkeyTimeoutError,
     PortkeyTransportError,
 )
+from airflow_portkey._core.messages import Note, Plan, Wait
+from airflow_portkey._core.plans import CallContext
 
 Verdict = Literal["success", "failure"]
 EventStatus = Literal["success", "failure", "timeout", "error"]
@@ -100,7 +101,7 @@ class WaitSpec:
     again at once (and an event in the first seconds of a deferral hits an Airflow 3.3 race)."""
 
     def __post_init__(self) -> None:
-        protocol.check_batch_id(self.batch_id)
+        ids.check_batch_id(self.batch_id)
         check_status_sets(self.success, self.failure)
         if not self.poll_interval > 0:
             raise ValueError(f"poll_interval must be more than 0, got {self.poll_interval}")
@@ -127,7 +128,7 @@ def wait_for_batch(
         yield Wait(max(0.0, min(spec.first_poll_delay, spec.deadline - clock())), "")
     while True:
         try:
-            batch = yield from protocol.get_batch(ctx, spec.batch_id)
+            batch = yield from plans.get_batch(ctx, spec.batch_id)
         except TRANSIENT_ERRORS as error:
             failures += 1
             if failures > spec.max_transient_failures:

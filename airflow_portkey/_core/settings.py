@@ -8,14 +8,23 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from airflow_portkey._defaults import CONN_TYPE
-from airflow_portkey._http1 import is_token
-from airflow_portkey.exceptions import PortkeyConfigError
+from airflow_portkey._core.defaults import CONN_TYPE
+from airflow_portkey._core.errors import PortkeyConfigError
+
+# RFC 9110 token: what a header name may be.
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def is_token(name: str) -> bool:
+    """Whether ``name`` can be a header name (an HTTP token)."""
+    return _TOKEN.fullmatch(name) is not None
+
 
 DEFAULT_BASE_URL = "https://api.portkey.ai/v1"
 HOSTED_HOSTNAMES = frozenset({"api.portkey.ai"})

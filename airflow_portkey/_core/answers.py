@@ -1,0 +1,135 @@
+"""Reading Portkey's answers: JSON, batches, and the typed error of an error status."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from airflow_portkey._core.batches import Batch
+from airflow_portkey._core.errors import (
+    PortkeyAPIError,
+    PortkeyAuthError,
+    PortkeyBudgetExceededError,
+    PortkeyConflictError,
+    PortkeyNotFoundError,
+    PortkeyRateLimitError,
+    PortkeyResponseError,
+    PortkeyServerError,
+    PortkeyTimeoutError,
+    PortkeyValidationError,
+)
+from airflow_portkey._core.messages import (
+    ApiRequest,
+    ApiResponse,
+)
+
+_STATUS_ERRORS: dict[int, type[PortkeyAPIError]] = {
+    400: PortkeyValidationError,
+    401: PortkeyAuthError,
+    403: PortkeyAuthError,
+    404: PortkeyNotFoundError,
+    408: PortkeyTimeoutError,
+    409: PortkeyConflictError,
+    412: PortkeyBudgetExceededError,
+    422: PortkeyValidationError,
+    429: PortkeyRateLimitError,
+}
+
+_HINTS: dict[int, str] = {
+    401: "check the API key, virtual key and provider key in Airflow connection {conn}",
+    403: "the key in Airflow connection {conn} is not allowed to do this; check its permissions",
+    404: "check the batch id and the base URL (host) of Airflow connection {conn}",
+    412: "a Portkey budget or rate limit for this key is exhausted; raise it or wait",
+    422: "Portkey refused the request's content; check the task's arguments",
+}
+
+_TITLE = re.compile(rb"<title>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+_TAGS = re.compile(r"<[^>]+>")
+
+
+def redact(text: str, secrets: tuple[str, ...]) -> str:
+    """Replace every secret in ``text``; the longest first, so a key inside another goes too."""
+    for secret in sorted(secrets, key=len, reverse=True):
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+def _error_fields(body: bytes) -> tuple[str, str | None, str | None, str | None]:
+    """Message, type, code and provider from any of Portkey's three error body shapes."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        error = data.get("error")
+        provider = data.get("provider") if isinstance(data.get("provider"), str) else None
+        if isinstance(error, dict):
+            code = error.get("code")
+            return (
+                str(error.get("message") or "no message"),
+                error.get("type") if isinstance(error.get("type"), str) else None,
+                str(code) if code is not None else None,
+                provider,
+            )
+        if isinstance(error, str):
+            return error, None, None, provider
+        if "message" in data:
+            return str(data["message"]), None, None, provider
+        wrapped = data.get("html-message")
+        if isinstance(wrapped, str):
+            # The gateway wraps an upstream's non-JSON answer (an HTML page, a fetch error).
+            body = wrapped.encode()
+    title = _TITLE.search(body)
+    text = (title.group(1) if title else body).decode("utf-8", "replace")
+    text = " ".join(_TAGS.sub(" ", text).split())
+    return (text[:200] or "empty body"), None, None, None
+
+
+def api_error(
+    response: ApiResponse, request: ApiRequest, *, conn_id: str, secrets: tuple[str, ...]
+) -> PortkeyAPIError:
+    """The typed error for an error status, carrying Portkey's message (secrets redacted)."""
+    status = response.status_code
+    message, error_type, code, provider = _error_fields(response.body)
+    error_class = _STATUS_ERRORS.get(status) or (
+        PortkeyServerError if status >= 500 else PortkeyAPIError
+    )
+    hint = _HINTS.get(status)
+    return error_class(
+        redact(message, secrets),
+        status_code=status,
+        method=request.method,
+        path=request.path,
+        error_type=error_type,
+        code=code,
+        provider=provider,
+        hint=hint.format(conn=repr(conn_id)) if hint else None,
+    )
+
+
+def parse_json(response: ApiResponse, request: ApiRequest) -> Any:
+    try:
+        return json.loads(response.body)
+    except ValueError:
+        raise PortkeyResponseError(
+            f"Portkey answered {response.status_code} on {request.describe()} with a body that "
+            f"is not JSON ({len(response.body)} bytes)"
+        ) from None
+
+
+def is_batch_object(body: object) -> bool:
+    """A real batch, as opposed to the ``{}`` or ``{"status": "success"}`` some cancels return."""
+    return (
+        isinstance(body, dict)
+        and isinstance(body.get("id"), str)
+        and "status" in body
+        and any(key in body for key in ("created_at", "input_file_id", "endpoint"))
+    )
+
+
+def read_batch(body: object, request: ApiRequest) -> Batch:
+    if not isinstance(body, dict) or not isinstance(body.get("id"), str):
+        raise PortkeyResponseError(f"Portkey's answer to {request.describe()} is not a batch")
+    return Batch.from_raw(body)

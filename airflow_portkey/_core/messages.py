@@ -1,0 +1,78 @@
+"""The messages a plan and a transport exchange.
+
+A *plan* is a generator: it yields an :class:`ApiRequest` when it needs one sent, or a
+:class:`Wait` when it needs to pause, and receives what the transport got back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Upload:
+    """A file to send as multipart ``file``; a path is reopened on every attempt."""
+
+    content: bytes | Path
+    filename: str
+    content_type: str = "application/jsonl"
+
+    def read(self) -> bytes:
+        return self.content.read_bytes() if isinstance(self.content, Path) else self.content
+
+
+@dataclass(frozen=True, slots=True)
+class ApiRequest:
+    method: str
+    path: str
+    params: Mapping[str, str] | None = None
+    json_body: Any = None
+    form: Mapping[str, str] | None = None
+    upload: Upload | None = None
+    stream: bool = False
+    """When true, a successful body is written to the caller's sink, not kept in memory."""
+    idempotent: bool = True
+    """False for a request that must not be repeated once the server may have acted on it."""
+
+    def describe(self) -> str:
+        return f"{self.method} {self.path}"
+
+
+@dataclass(frozen=True, slots=True)
+class ApiResponse:
+    status_code: int
+    headers: Mapping[str, str]
+    """Lower-case names."""
+    body: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class TransportFailure:
+    """No HTTP answer: ``kind`` is connect, timeout, dropped, or tls (the TLS handshake or the
+    server's certificate was refused: no retry can change that)."""
+
+    kind: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    seconds: float
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Note:
+    """Something the driver should log (a ``logging`` level and the message)."""
+
+    level: int
+    message: str
+
+
+Outcome = ApiResponse | TransportFailure
+Plan = Generator[ApiRequest | Wait | Note, Outcome | None, T]

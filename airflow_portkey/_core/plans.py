@@ -1,0 +1,137 @@
+"""Plans: the batch API's calls as generators that yield requests and waits (sans-IO, in the
+style of h11). Transports only drive them, so each rule here exists once.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from airflow_portkey._core.answers import api_error, is_batch_object, parse_json, read_batch, redact
+from airflow_portkey._core.batches import Batch, BatchStatus
+from airflow_portkey._core.endpoints import (
+    cancel_batch_request,
+    get_batch_request,
+    list_batches_request,
+)
+from airflow_portkey._core.errors import (
+    PortkeyAPIError,
+    PortkeyConflictError,
+    PortkeyResponseError,
+    PortkeyTransportError,
+)
+from airflow_portkey._core.messages import (
+    ApiRequest,
+    Outcome,
+    Plan,
+    TransportFailure,
+    Wait,
+)
+from airflow_portkey._core.retry import RetryPolicy, retry_delay
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class CallContext:
+    """What every plan of one hook shares."""
+
+    conn_id: str
+    secrets: tuple[str, ...] = ()
+    policy: RetryPolicy = field(default_factory=RetryPolicy)
+    clock: Callable[[], float] = time.monotonic
+    rng: Callable[[], float] = random.random
+
+
+def _outcome_text(outcome: Outcome) -> str:
+    if isinstance(outcome, TransportFailure):
+        return f"{outcome.kind} error ({outcome.detail})"
+    if outcome.status_code < 300:
+        return f"unreadable {outcome.status_code} answer"
+    return f"status {outcome.status_code}"
+
+
+def send(ctx: CallContext, request: ApiRequest) -> Plan[Any]:
+    """Send ``request`` until it gives a usable answer; return its JSON (None when streamed)."""
+    started = ctx.clock()
+    attempt = 0
+    while True:
+        outcome = yield request
+        assert outcome is not None, "a transport must answer every request"
+        try:
+            return _read(ctx, request, outcome)
+        except (PortkeyTransportError, PortkeyAPIError) as error:
+            delay = retry_delay(
+                ctx.policy,
+                attempt,
+                outcome,
+                ctx.clock() - started,
+                ctx.rng,
+                idempotent=request.idempotent,
+            )
+            if delay is None:
+                if attempt:
+                    error.add_note(f"gave up after {attempt + 1} attempts")
+                raise
+            attempt += 1
+            reason = (
+                f"{request.describe()} got {_outcome_text(outcome)}; "
+                f"retry {attempt} of {ctx.policy.max_retries} in {delay:.2f}s"
+            )
+            yield Wait(delay, reason)
+
+
+def _read(ctx: CallContext, request: ApiRequest, outcome: Outcome) -> Any:
+    if isinstance(outcome, TransportFailure):
+        raise PortkeyTransportError(
+            redact(f"{request.describe()} failed: {_outcome_text(outcome)}", ctx.secrets)
+        )
+    if outcome.status_code >= 300:
+        raise api_error(outcome, request, conn_id=ctx.conn_id, secrets=ctx.secrets)
+    if request.stream:
+        return None
+    return parse_json(outcome, request)
+
+
+def get_batch(ctx: CallContext, batch_id: str) -> Plan[Batch]:
+    request = get_batch_request(batch_id)
+    body = yield from send(ctx, request)
+    return read_batch(body, request)
+
+
+def cancel_batch(ctx: CallContext, batch_id: str) -> Plan[Batch]:
+    """Cancel, idempotently: a batch already cancelling or finished is success, not an error."""
+    request = cancel_batch_request(batch_id)
+    try:
+        body = yield from send(ctx, request)
+    except PortkeyConflictError as conflict:
+        # 409 "Cannot cancel a batch with status 'completed'": what matters is where it is now.
+        batch = yield from get_batch(ctx, batch_id)
+        if batch.is_terminal or batch.status is BatchStatus.CANCELLING:
+            return batch
+        raise conflict
+    if is_batch_object(body):
+        return read_batch(body, request)
+    # Bedrock and Cohere answer {"status": "success"}, Vertex {}: read the real status.
+    return (yield from get_batch(ctx, batch_id))
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    batches: tuple[Batch, ...]
+    next_after: str | None
+
+
+def list_page(ctx: CallContext, limit: int, after: str | None) -> Plan[Page]:
+    request = list_batches_request(limit, after)
+    body = yield from send(ctx, request)
+    items = body.get("data") if isinstance(body, dict) else None
+    if not isinstance(items, list):
+        raise PortkeyResponseError(f"Portkey's answer to {request.describe()} is not a list")
+    batches = tuple(read_batch(item, request) for item in items)
+    more = bool(body.get("has_more")) and batches
+    last_id = body.get("last_id") or (batches[-1].id if batches else None)
+    return Page(batches, str(last_id) if more and last_id else None)

@@ -1,0 +1,69 @@
+"""Connection lookups for the hook: checked settings, secrets masked once, shared per loop."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import weakref
+from typing import TYPE_CHECKING
+
+from airflow.sdk import BaseHook
+
+from airflow_portkey._core.errors import PortkeyConfigError
+from airflow_portkey._core.settings import PortkeySettings, settings_from_connection
+
+if TYPE_CHECKING:
+    from airflow.sdk import Connection
+
+
+def mask_sync(secrets: tuple[str, ...]) -> None:
+    from airflow.sdk.log import mask_secret
+
+    for secret in secrets:
+        mask_secret(secret)
+
+
+# A triggerer may start thousands of triggers on one connection at once: they share one
+# lookup (and one masking of its secrets) per event loop, renewed after this many seconds.
+_CONNECTION_TTL = 60.0
+_connections: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[str, tuple[float, asyncio.Future[Connection]]]
+] = weakref.WeakKeyDictionary()
+
+
+async def shared_connection(conn_id: str) -> Connection:
+    per_loop = _connections.setdefault(asyncio.get_running_loop(), {})
+    entry = per_loop.get(conn_id)
+    if entry is None or entry[0] < time.monotonic():
+        entry = (time.monotonic() + _CONNECTION_TTL, asyncio.ensure_future(_fetch(conn_id)))
+        per_loop[conn_id] = entry
+    try:
+        return await asyncio.shield(entry[1])
+    except Exception:
+        if per_loop.get(conn_id) is entry:
+            del per_loop[conn_id]  # a failed lookup is not remembered
+        raise
+
+
+async def _fetch(conn_id: str) -> Connection:
+    from airflow.sdk.log import amask_secret
+
+    connection: Connection = await BaseHook.aget_connection(conn_id)
+    try:
+        secrets = settings_of(conn_id, connection).secrets
+    except PortkeyConfigError:
+        secrets = ()  # the hook refuses this connection itself, naming the field
+    for secret in secrets:
+        await amask_secret(secret)
+    return connection
+
+
+def settings_of(conn_id: str, connection: Connection) -> PortkeySettings:
+    return settings_from_connection(
+        conn_id,
+        host=connection.host,
+        password=connection.password,
+        extra=connection.extra_dejson,
+        port=connection.port,
+        schema=connection.schema,
+    )
