@@ -1,0 +1,116 @@
+"""Reading Portkey's answers: the error of each status from any of Portkey's body shapes,
+secrets redacted from every message, and answers that are not what was asked for."""
+
+from __future__ import annotations
+
+import pytest
+
+from airflow_portkey._core import endpoints, plans
+from airflow_portkey._core.answers import api_error, redact
+from airflow_portkey._core.retry import RetryPolicy
+from airflow_portkey.exceptions import PortkeyAPIError, PortkeyResponseError
+
+from .script import CONN_ID, answer, batch, context, drive
+
+GET = endpoints.get_batch_request("batch_1")
+SECRET = "sk-SECRET-provider-5e6f"
+
+
+@pytest.mark.parametrize(
+    ("body", "message", "provider"),
+    [
+        (
+            {"error": {"message": "bad key", "type": "auth"}, "provider": "openai"},
+            "bad key",
+            "openai",
+        ),
+        ({"error": "plain text error"}, "plain text error", None),
+        ({"status": "failure", "message": "gateway says no"}, "gateway says no", None),
+        (
+            {"html-message": "<html><title>Upstream Down</title></html>"},
+            "Upstream Down",
+            None,
+        ),
+        (
+            b"<html><head><title>502 Bad Gateway</title></head><body>x</body></html>",
+            "502 Bad Gateway",
+            None,
+        ),
+        (b"", "empty body", None),
+        (b"plain <b>text</b>", "plain text", None),
+    ],
+    ids=["provider", "string-error", "gateway", "wrapped-html", "html", "empty", "text"],
+)
+def test_the_message_is_read_from_every_error_shape(
+    body: object, message: str, provider: str | None
+) -> None:
+    error = api_error(answer(500, body), GET, conn_id=CONN_ID, secrets=())
+    assert (error.portkey_message, error.provider) == (message, provider)
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 409, 412, 422, 429, 500, 503])
+def test_an_error_echoing_a_secret_is_redacted(status: int) -> None:
+    body = {"error": {"message": f"key {SECRET} refused"}}
+    error = api_error(answer(status, body), GET, conn_id=CONN_ID, secrets=(SECRET,))
+    assert SECRET not in str(error) and SECRET not in error.portkey_message
+    assert "key *** refused" in str(error)
+
+
+def test_the_longest_secret_is_redacted_first() -> None:
+    assert redact("pk-abc-long and pk-abc", ("pk-abc", "pk-abc-long")) == "*** and ***"
+
+
+def test_an_html_page_echoing_a_secret_is_redacted() -> None:
+    page = f"<html><title>Denied for {SECRET}</title></html>".encode()
+    error = api_error(answer(503, page), GET, conn_id=CONN_ID, secrets=(SECRET,))
+    assert error.portkey_message == "Denied for ***"
+
+
+def test_a_lasting_error_echoing_a_secret_is_redacted_after_retries() -> None:
+    ctx = context(policy=RetryPolicy(max_retries=1), secrets=(SECRET,))
+    echo = answer(503, {"error": {"message": f"upstream refused {SECRET}"}})
+    run = drive(plans.get_batch(ctx, "batch_1"), [echo, echo], raises=True)
+    assert isinstance(run.error, PortkeyAPIError)
+    assert SECRET not in str(run.error) and SECRET not in repr(run.error)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [[], {"object": "list"}, {"status": "completed"}, {"id": 42, "status": "completed"}],
+    ids=["list", "no-id", "status-only", "id-not-text"],
+)
+def test_an_answer_that_is_not_a_batch_is_a_response_error(body: object) -> None:
+    run = drive(
+        plans.get_batch(context(policy=RetryPolicy(max_retries=0)), "batch_1"),
+        [answer(200, body)],
+        raises=True,
+    )
+    assert type(run.error) is PortkeyResponseError
+    assert str(run.error) == "Portkey's answer to GET /batches/batch_1 is not a batch"
+
+
+def test_a_list_page_says_where_the_next_page_starts() -> None:
+    page = answer(
+        200,
+        {"data": [{"id": "b3", "status": "completed"}, {"id": "b2"}], "has_more": True},
+    )
+    run = drive(plans.list_page(context(), 2, None), [page])
+    assert run.requests[0].params == {"limit": "2"}
+    assert [b.id for b in run.result.batches] == ["b3", "b2"]
+    assert run.result.next_after == "b2"
+    last = drive(
+        plans.list_page(context(), 2, "b2"), [answer(200, {"data": [], "has_more": False})]
+    )
+    assert last.requests[0].params == {"limit": "2", "after": "b2"}
+    assert last.result.next_after is None
+
+
+def test_a_list_answer_without_data_is_a_response_error() -> None:
+    run = drive(plans.list_page(context(), 10, None), [batch()], raises=True)
+    assert type(run.error) is PortkeyResponseError
+
+
+@pytest.mark.parametrize("limit", [0, 101, -1])
+def test_a_page_size_out_of_range_is_refused(limit: int) -> None:
+    with pytest.raises(ValueError, match="limit must be between 1 and 100"):
+        endpoints.list_batches_request(limit, None)
