@@ -10,11 +10,6 @@ import pytest
 from tests.airflow.conftest import EXAMPLE_DAGS
 
 
-@pytest.fixture(autouse=True)
-def fast_polls(monkeypatch):
-    monkeypatch.setenv("PORTKEY_EXAMPLE_POLL_SECONDS", "0.2")
-
-
 def test_every_example_dag_parses(dagbag):
     from_examples = {
         dag_id

@@ -30,7 +30,6 @@ def secret_conn(emulator, monkeypatch):
         },
     }
     monkeypatch.setenv("AIRFLOW_CONN_PORTKEY_DEFAULT", json.dumps(conn))
-    monkeypatch.setenv("PORTKEY_EXAMPLE_POLL_SECONDS", "0.2")
     return emulator
 
 

@@ -23,17 +23,8 @@ import requests
 
 from airflow_portkey.testing import PortkeyEmulator
 
-# Tier-2 fixtures (real Airflow on SQLite, DAG files run with dag.test()). They are imported
-# into this namespace because pytest_plugins is only allowed in the root conftest.
+# The fixtures of real Airflow runs (run_dag, finish_after_polls) come from the root conftest;
 # finish_after_polls asks for "emulator", which resolves to the upstream emulator below.
-# Airflow must not be imported before this: the tier-2 conftest sets its DAGs folder.
-from tests.airflow.conftest import (  # noqa: F401
-    airflow_db,
-    dagbag,
-    finish_after_polls,
-    run_dag,
-)
-
 from .gateway_process import BLOCKED_MARK, Gateway, GatewayUnavailable, check_installation
 
 PROVIDER_API_KEY = "sk-upstream-gateway-test"
