@@ -37,16 +37,24 @@ def test_batch_that_fails_fails_the_sensor(mode, emulator, run_dag, finish_after
     assert "wait" not in result.xcoms
 
 
-@pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize(
-    ("variant", "wait_state", "cancels"),
-    [
-        ("plain", "failed", 0),
-        ("soft_fail", "skipped", 0),
-        ("cancel", "failed", 1),
-        ("soft_fail_cancel", "skipped", 1),
-    ],
-)
+# Each mode reaches the timeout by its own path (poke and reschedule in execute, deferrable in
+# execute_complete): each is run without either option and with both. Each option alone is
+# run once, in poke mode, to show that neither brings the other.
+TIMEOUTS = [
+    *(
+        pytest.param(mode, variant, wait_state, cancels, id=f"{variant}-{mode}")
+        for mode in MODES
+        for variant, wait_state, cancels in [
+            ("plain", "failed", 0),
+            ("soft_fail_cancel", "skipped", 1),
+        ]
+    ),
+    pytest.param("poke", "soft_fail", "skipped", 0, id="soft_fail-poke"),
+    pytest.param("poke", "cancel", "failed", 1, id="cancel-poke"),
+]
+
+
+@pytest.mark.parametrize(("mode", "variant", "wait_state", "cancels"), TIMEOUTS)
 def test_batch_that_never_finishes_times_out(mode, variant, wait_state, cancels, emulator, run_dag):
     batch = emulator.add_batch(status="in_progress", hold=True)
     result = run_dag(f"sensor_{mode}_{variant}", batch_id=batch["id"])

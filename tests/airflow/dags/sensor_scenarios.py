@@ -37,7 +37,7 @@ for mode_name, mode in MODES.items():
                 task_id="wait",
                 batch_id="{{ params.batch_id }}",
                 poke_interval=0.2 if mode_name != "reschedule" else 1,
-                timeout=30 if variant_name == "wait" else 2,
+                timeout=30 if variant_name == "wait" else 1,
                 **mode,
                 **variant,
             )
