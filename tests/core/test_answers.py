@@ -114,3 +114,26 @@ def test_a_list_answer_without_data_is_a_response_error() -> None:
 def test_a_page_size_out_of_range_is_refused(limit: int) -> None:
     with pytest.raises(ValueError, match="limit must be between 1 and 100"):
         endpoints.list_batches_request(limit, None)
+
+
+@pytest.mark.parametrize(
+    ("status", "hint"),
+    [
+        (401, "check the API key, virtual key and provider key in Airflow connection"),
+        (403, "is not allowed to do this; check its permissions"),
+        (404, "check the batch id and the base URL (host) of Airflow connection"),
+        (412, "a Portkey budget or rate limit for this key is exhausted"),
+        (422, "check the task's arguments"),
+    ],
+)
+def test_an_error_says_what_to_do_about_it(status: int, hint: str) -> None:
+    error = api_error(answer(status, {"error": "no"}), GET, conn_id=CONN_ID, secrets=())
+    assert error.hint is not None and hint in error.hint
+    assert str(error) == f"Portkey answered {status} on GET /batches/batch_1: no ({error.hint})"
+
+
+@pytest.mark.parametrize("status", [400, 409, 429, 500, 503])
+def test_an_error_without_advice_gives_none(status: int) -> None:
+    error = api_error(answer(status, {"error": "no"}), GET, conn_id=CONN_ID, secrets=())
+    assert error.hint is None
+    assert str(error) == f"Portkey answered {status} on GET /batches/batch_1: no"

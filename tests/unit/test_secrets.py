@@ -89,17 +89,16 @@ def test_succeeding_calls_leak_nothing(
 
 
 @pytest.mark.parametrize("name", list(SECRETS))
-@pytest.mark.parametrize("status", [400, 401, 403, 404, 409, 412, 422])
 def test_error_echoing_a_secret_is_redacted(
     secret_emulator: PortkeyEmulator,
     secret_hook: PortkeyHook,
     logs: pytest.LogCaptureFixture,
-    status: int,
     name: str,
 ) -> None:
+    """Redaction for every status is proven in tests/core/test_answers.py."""
     secret = SECRETS[name]
     body = {"error": {"message": f"Key {secret} is not valid here", "type": "auth"}}
-    secret_emulator.add_fault("status", times=None, status=status, body=body)
+    secret_emulator.add_fault("status", times=None, status=400, body=body)
     with pytest.raises(PortkeyError) as raised:
         secret_hook.get_batch("batch_abc")
     text = error_texts(raised.value)
