@@ -7,18 +7,31 @@ from typing import Any
 from airflow_portkey import __version__
 
 
-def _text(label: str, description: str, *, secret: bool = False, **schema: Any) -> dict[str, Any]:
-    field_schema: dict[str, Any] = {"type": ["string", "null"], **schema}
+def _text(
+    label: str, description: str, *, secret: bool = False, examples: list[str] | None = None
+) -> dict[str, Any]:
+    field_schema: dict[str, Any] = {"type": ["string", "null"]}
     if secret:
-        field_schema["format"] = "password"
+        field_schema["format"] = "password"  # a masked input; Airflow redacts by name only
+    if examples:
+        field_schema["examples"] = examples  # the UI offers them as suggestions
     return {"label": label, "description": description, "schema": field_schema}
 
 
-def _number(label: str, description: str, default: float, kind: str = "number") -> dict[str, Any]:
+def _number(
+    label: str,
+    description: str,
+    default: float,
+    *,
+    kind: str = "number",
+    above_zero: bool = False,
+) -> dict[str, Any]:
+    """A number field with the bounds ``_core.settings`` enforces (0 itself refused or not)."""
+    bound = {"exclusiveMinimum": 0} if above_zero else {"minimum": 0}
     return {
         "label": label,
         "description": description,
-        "schema": {"type": [kind, "null"], "default": default, "minimum": 0},
+        "schema": {"type": [kind, "null"], "default": default, **bound},
     }
 
 
@@ -53,50 +66,98 @@ def get_provider_info() -> dict[str, Any]:
                 "hook-class-name": "airflow_portkey.hooks.portkey.PortkeyHook",
                 "hook-name": "Portkey",
                 "connection-type": "portkey",
+                # Airflow's UI and REST API redact an extra only when its name contains one of
+                # Airflow's sensitive words: every credential's name here has one ("secret",
+                # "api_key"); see SECRET_EXTRAS in _core/settings.py.
                 "conn-fields": {
                     "provider": _text(
                         "Provider",
-                        "Provider name (openai, bedrock, ...) or a model catalog slug "
-                        "(@openai-prod)",
+                        "Where Portkey sends requests: a provider name (openai, azure-openai, "
+                        "bedrock, vertex-ai, ...) or, on hosted Portkey, a model catalog slug "
+                        "such as @openai-prod. Fill in this, a virtual key or a config.",
+                        examples=["openai", "@openai-prod", "azure-openai", "bedrock"],
                     ),
-                    "virtual_key": _text("Virtual key", "Legacy Portkey virtual key", secret=True),
-                    "config": _text(
-                        "Config", "Portkey config id (pc-...) or config JSON", secret=True
+                    "secret_virtual_key": _text(
+                        "Virtual key",
+                        "A Portkey virtual key (hosted Portkey, legacy): routes to the provider "
+                        "and key saved under it. Masked once saved.",
+                        secret=True,
+                    ),
+                    "secret_config": _text(
+                        "Config",
+                        "A saved Portkey config id (pc-...) or a config as a JSON object. "
+                        "Masked once saved, since a config may hold keys.",
+                        secret=True,
                     ),
                     "provider_api_key": _text(
                         "Provider API key",
-                        "Sent as Authorization: Bearer when routing by provider name",
+                        "The provider's own key (e.g. OpenAI sk-...), sent as "
+                        "Authorization: Bearer when routing by provider name. Masked once saved.",
                         secret=True,
                     ),
-                    "custom_host": _text("Custom host", "Upstream base URL for the provider"),
-                    "openai_organization": _text("OpenAI organization", "Optional"),
-                    "openai_project": _text("OpenAI project", "Optional"),
+                    "custom_host": _text(
+                        "Custom host",
+                        "Optional: the provider's base URL when it is not the provider's "
+                        "default (a proxy or a self-hosted model), sent as x-portkey-custom-host.",
+                    ),
+                    "openai_organization": _text(
+                        "OpenAI organization", "Optional: forwarded to OpenAI (org-...)."
+                    ),
+                    "openai_project": _text(
+                        "OpenAI project", "Optional: forwarded to OpenAI (proj_...)."
+                    ),
                     "request_timeout": _number(
-                        "Read timeout (s)", "Seconds to wait for an answer", 60
+                        "Read timeout (s)",
+                        "Seconds to wait for an answer to one request; more than 0. Default 60.",
+                        60,
+                        above_zero=True,
                     ),
                     "connect_timeout": _number(
-                        "Connect timeout (s)", "Seconds to wait for a connection", 10
+                        "Connect timeout (s)",
+                        "Seconds to wait for a connection to open; more than 0. Default 10.",
+                        10,
+                        above_zero=True,
                     ),
                     "max_retries": _number(
-                        "Max retries", "Retries of 408, 429, 5xx and network errors", 5, "integer"
+                        "Max retries",
+                        "How many times to retry a call after a 408, 429, 5xx or network "
+                        "error; 0 turns retries off. Default 5.",
+                        5,
+                        kind="integer",
                     ),
                     "retry_budget": _number(
-                        "Retry budget (s)", "Total seconds one call may spend retrying", 120
+                        "Retry budget (s)",
+                        "Total seconds one call may spend retrying; 0 or more. Default 120.",
+                        120,
                     ),
-                    "verify": {
-                        "label": "Verify TLS",
-                        "description": "Verify the server's TLS certificate",
-                        "schema": {"type": ["boolean", "null"], "default": True},
-                    },
-                    "headers": _text("Extra headers", "JSON object of headers to send"),
-                    "metadata": _text("Metadata", "JSON object sent in x-portkey-metadata"),
+                    "verify": _text(
+                        "Verify TLS",
+                        "true (default) to check the server's certificate against the system's "
+                        "CA bundle, false to skip the check (not for production), or the path "
+                        "of a CA bundle file on the Airflow machines.",
+                        examples=["true", "false", "/etc/ssl/certs/ca-certificates.crt"],
+                    ),
+                    "secret_headers": _text(
+                        "Extra headers",
+                        "A JSON object of headers sent with every request, e.g. Bedrock's "
+                        '{"x-portkey-aws-secret-access-key": "..."}. Values are treated as '
+                        "secrets and masked once saved.",
+                        secret=True,
+                    ),
+                    "metadata": _text(
+                        "Metadata",
+                        'A JSON object of strings added to x-portkey-metadata, e.g. {"team": '
+                        '"ml"}, to filter Portkey\'s logs by. Not secret.',
+                    ),
                 },
                 "ui-field-behaviour": {
                     "hidden-fields": ["schema", "port", "login"],
                     "relabeling": {"host": "Base URL", "password": "Portkey API key"},
                     "placeholders": {
-                        "host": "https://api.portkey.ai/v1",
-                        "password": "Portkey API key (optional for a self-hosted gateway)",
+                        "host": "https://api.portkey.ai/v1 (or http://localhost:8787/v1 for a "
+                        "self-hosted gateway)",
+                        "password": "pk-... (needed by hosted Portkey; a self-hosted gateway "
+                        "ignores it)",
                     },
                 },
             }

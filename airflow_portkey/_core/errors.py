@@ -26,6 +26,11 @@ class PortkeyInvalidBatchIdError(PortkeyConfigError):
 class PortkeyTransportError(PortkeyError):
     """No usable HTTP answer: connection refused or dropped, timeout, unreadable body."""
 
+    def __init__(self, message: str, *, kind: str | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        """The failure's kind (connect, timeout, tls, dropped) when no answer came at all."""
+
 
 class PortkeyResponseError(PortkeyTransportError):
     """An answer came but could not be read (malformed JSON, not the expected object)."""

@@ -87,7 +87,8 @@ def send(ctx: CallContext, request: ApiRequest) -> Plan[Any]:
 def _read(ctx: CallContext, request: ApiRequest, outcome: Outcome) -> Any:
     if isinstance(outcome, TransportFailure):
         raise PortkeyTransportError(
-            redact(f"{request.describe()} failed: {_outcome_text(outcome)}", ctx.secrets)
+            redact(f"{request.describe()} failed: {_outcome_text(outcome)}", ctx.secrets),
+            kind=outcome.kind,
         )
     if outcome.status_code >= 300:
         raise api_error(outcome, request, conn_id=ctx.conn_id, secrets=ctx.secrets)

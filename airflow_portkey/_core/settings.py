@@ -34,13 +34,24 @@ DEFAULT_READ_TIMEOUT = 60.0
 DEFAULT_MAX_RETRIES = 5
 DEFAULT_RETRY_BUDGET = 120.0
 
+# Airflow's REST API and UI redact a connection's extras by key name only: a key is hidden when
+# it contains one of Airflow's sensitive words ("secret", "api_key", "token", ...; see
+# [core] sensitive_var_conn_names). So every credential extra carries such a word in its name.
+# The names first shipped without one are still read (and logged as deprecated).
+SECRET_EXTRAS = {
+    "virtual_key": "secret_virtual_key",
+    "config": "secret_config",
+    "headers": "secret_headers",
+}
+"""Extra name a connection may still use -> the name Airflow redacts, which replaces it."""
+
 # Extras this provider reads; anything else is probably a typo and is logged as such.
 KNOWN_EXTRAS = frozenset(
     {
         "api_key",
-        "virtual_key",
+        "secret_virtual_key",
         "provider",
-        "config",
+        "secret_config",
         "provider_api_key",
         "custom_host",
         "request_timeout",
@@ -48,10 +59,11 @@ KNOWN_EXTRAS = frozenset(
         "max_retries",
         "retry_budget",
         "verify",
-        "headers",
+        "secret_headers",
         "metadata",
         "openai_organization",
         "openai_project",
+        *SECRET_EXTRAS,
     }
 )
 _UI_PREFIX = f"extra__{CONN_TYPE}__"
@@ -79,6 +91,19 @@ class PortkeySettings:
     extra_headers: Mapping[str, str] = field(default_factory=dict)
     metadata: Mapping[str, str] = field(default_factory=dict)
     unknown_extras: tuple[str, ...] = ()
+    deprecated_extras: tuple[str, ...] = ()
+    """Extras under a name Airflow shows in clear (see :data:`SECRET_EXTRAS`)."""
+
+    def migration_hint(self) -> str | None:
+        """What to rename so that Airflow's UI and REST API stop showing these values."""
+        if not self.deprecated_extras:
+            return None
+        renames = ", ".join(f"'{old}' to '{SECRET_EXTRAS[old]}'" for old in self.deprecated_extras)
+        return (
+            f"Portkey connection {self.conn_id!r} keeps credentials in extras that Airflow's UI "
+            f"and REST API show in clear: rename {renames} (edit the extra JSON in Admin > "
+            "Connections, or the AIRFLOW_CONN_ variable). The old names still work for now."
+        )
 
     @property
     def is_hosted(self) -> bool:
@@ -89,9 +114,12 @@ class PortkeySettings:
         """Values that must never reach a log, an error, an XCom or a rendered template.
 
         An inline config counts as a whole and for every credential inside it, since a
-        provider may echo one of those on its own.
+        provider may echo one of those on its own. Every value of the ``secret_headers``
+        extra counts as a secret.
         """
         candidates = [self.api_key, self.virtual_key, self.config, self.provider_api_key]
+        # Header values hold credentials too (Bedrock's x-portkey-aws-secret-access-key, ...).
+        candidates.extend(self.extra_headers.values())
         if self.config and self.config.startswith("{"):
             candidates.extend(_credentials_in(json.loads(self.config)))
         return tuple(dict.fromkeys(value for value in candidates if value))
@@ -135,22 +163,41 @@ def _blank_to_none(value: object) -> object:
     return None if value is None or (isinstance(value, str) and not value.strip()) else value
 
 
-def _read_extras(extra: Mapping[str, Any]) -> dict[str, Any]:
-    """Extras saved by the UI carry a ``extra__portkey__`` prefix on some Airflow versions."""
+def _read_extras(extra: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The extras by their current names, and the deprecated names that held a value
+    (current name -> deprecated name).
+
+    Extras saved by the UI carry a ``extra__portkey__`` prefix on some Airflow versions. A
+    value under a deprecated name counts when the current name holds none.
+    """
     values: dict[str, Any] = {}
     for key, value in extra.items():
         name = key.removeprefix(_UI_PREFIX)
         if _blank_to_none(value) is not None or name not in values:
             values[name] = _blank_to_none(value)
-    return values
+    deprecated = {}
+    for old, new in SECRET_EXTRAS.items():
+        old_value = values.pop(old, None)
+        if old_value is not None:
+            deprecated[new] = old
+            if values.get(new) is None:
+                values[new] = old_value
+    return values, deprecated
 
 
 class _Reader:
     """Reads and checks one connection's fields, naming the connection and field in errors."""
 
-    def __init__(self, conn_id: str, extras: Mapping[str, Any]) -> None:
+    def __init__(
+        self, conn_id: str, extras: Mapping[str, Any], spelled: Mapping[str, str] | None = None
+    ) -> None:
         self.conn_id = conn_id
         self.extras = extras
+        self.spelled = spelled or {}  # current name -> the deprecated name the user wrote
+
+    def extra(self, name: str) -> str:
+        """How errors name an extra: as the user spelled it."""
+        return f"extra '{self.spelled.get(name, name)}'"
 
     def fail(self, field_name: str, problem: str) -> PortkeyConfigError:
         return PortkeyConfigError(
@@ -163,23 +210,30 @@ class _Reader:
         if value is None:
             return None
         if not isinstance(value, str):
-            raise self.fail(f"extra '{name}'", f"must be a string, not {type(value).__name__}")
+            raise self.fail(self.extra(name), f"must be a string, not {type(value).__name__}")
         if any(ch in value for ch in "\r\n\x00"):
-            raise self.fail(f"extra '{name}'", "must not contain line breaks")
+            raise self.fail(self.extra(name), "must not contain line breaks")
         return value.strip()
 
-    def number(self, name: str, default: float, *, minimum: float, exclusive: bool) -> float:
+    def number(
+        self, name: str, default: float, *, minimum: float, exclusive: bool, integer: bool = False
+    ) -> float:
         value = self.extras.get(name)
         if value is None:
             return default
+        kind = "a whole number" if integer else "a number"
         try:
+            if isinstance(value, bool):
+                raise TypeError(value)
             number = float(value)
         except (TypeError, ValueError):
-            raise self.fail(f"extra '{name}'", f"must be a number, got {value!r}") from None
+            raise self.fail(self.extra(name), f"must be {kind}, got {value!r}") from None
+        if integer and not number.is_integer():
+            raise self.fail(self.extra(name), f"must be {kind}, got {value!r}")
         too_small = number <= minimum if exclusive else number < minimum
         if too_small or not math.isfinite(number):
             bound = f"greater than {minimum:g}" if exclusive else f"at least {minimum:g}"
-            raise self.fail(f"extra '{name}'", f"must be {bound}, got {value!r}")
+            raise self.fail(self.extra(name), f"must be {bound}, got {value!r}")
         return number
 
     def flag_or_path(self, name: str) -> bool | str:
@@ -190,12 +244,14 @@ class _Reader:
             return value
         if isinstance(value, str):
             lowered = value.strip().lower()
+            if any(ch in value for ch in "\r\n\x00"):
+                raise self.fail(self.extra(name), "must be true, false or a CA bundle path")
             if lowered in {"true", "yes", "1"}:
                 return True
             if lowered in {"false", "no", "0"}:
                 return False
             return value.strip()
-        raise self.fail(f"extra '{name}'", "must be true, false or a CA bundle path")
+        raise self.fail(self.extra(name), "must be true, false or a CA bundle path")
 
     def string_map(self, name: str) -> dict[str, str]:
         value = self.extras.get(name)
@@ -205,14 +261,14 @@ class _Reader:
             try:
                 value = json.loads(value)
             except ValueError:
-                raise self.fail(f"extra '{name}'", "must be a JSON object") from None
+                raise self.fail(self.extra(name), "must be a JSON object") from None
         if not isinstance(value, Mapping):
-            raise self.fail(f"extra '{name}'", "must be a JSON object of strings")
+            raise self.fail(self.extra(name), "must be a JSON object of strings")
         result: dict[str, str] = {}
         for key, item in value.items():
             text = item if isinstance(item, str) else json.dumps(item)
             if any(ch in f"{key}{text}" for ch in "\r\n\x00"):
-                raise self.fail(f"extra '{name}'", f"entry {key!r} must not contain line breaks")
+                raise self.fail(self.extra(name), f"entry {key!r} must not contain line breaks")
             result[str(key)] = text
         return result
 
@@ -220,18 +276,19 @@ class _Reader:
         headers = self.string_map(name)
         for key in headers:
             if not is_token(key):
-                raise self.fail(f"extra '{name}'", f"entry {key!r} is not a valid header name")
+                raise self.fail(self.extra(name), f"entry {key!r} is not a valid header name")
         return headers
 
     def config(self) -> str | None:
         """A config id (``pc-...``) or a JSON object, sent compact in ``x-portkey-config``."""
-        value = self.extras.get("config")
+        name = "secret_config"
+        value = self.extras.get(name)
         if value is None:
             return None
         if isinstance(value, Mapping):
             return json.dumps(value, separators=(",", ":"))
         if not isinstance(value, str):
-            raise self.fail("extra 'config'", "must be a config id (pc-...) or a JSON object")
+            raise self.fail(self.extra(name), "must be a config id (pc-...) or a JSON object")
         value = value.strip()
         if value.startswith("{"):
             try:
@@ -240,12 +297,12 @@ class _Reader:
                 parsed = None
             if not isinstance(parsed, dict):
                 # The value itself is a secret: say what is wrong, never echo it.
-                raise self.fail("extra 'config'", "looks like JSON but does not parse as an object")
+                raise self.fail(self.extra(name), "looks like JSON but does not parse as an object")
             return json.dumps(parsed, separators=(",", ":"))
         if value.startswith("pc-") and value.isprintable() and " " not in value:
             return value
         raise self.fail(
-            "extra 'config'", "must be a config id starting with 'pc-' or a JSON object"
+            self.extra(name), "must be a config id starting with 'pc-' or a JSON object"
         )
 
 
@@ -283,22 +340,22 @@ def settings_from_connection(
     schema: str | None = None,
 ) -> PortkeySettings:
     """Check a connection's fields and build settings, or raise PortkeyConfigError."""
-    extras = _read_extras(extra or {})
-    reader = _Reader(conn_id, extras)
+    extras, deprecated = _read_extras(extra or {})
+    reader = _Reader(conn_id, extras, deprecated)
     base_url = _base_url(reader, host, port, schema)
     api_key = _blank_to_none(password) or reader.text("api_key")
     if api_key is not None and not isinstance(api_key, str):
         raise reader.fail("password", "must be the Portkey API key as text")
     if api_key is not None and any(ch in api_key for ch in "\r\n\x00"):
         raise reader.fail("password", "must not contain line breaks")
-    virtual_key = reader.text("virtual_key")
+    virtual_key = reader.text("secret_virtual_key")
     provider = reader.text("provider")
     config = reader.config()
     if not (virtual_key or provider or config):
         raise reader.fail(
             "extras",
-            "need one of 'provider' (e.g. openai or @openai-prod), 'virtual_key' or 'config' "
-            "to tell Portkey where to send the batch",
+            "need one of 'provider' (e.g. openai or @openai-prod), 'secret_virtual_key' or "
+            "'secret_config' to tell Portkey where to send the batch",
         )
     settings = PortkeySettings(
         conn_id=conn_id,
@@ -318,15 +375,18 @@ def settings_from_connection(
             "request_timeout", DEFAULT_READ_TIMEOUT, minimum=0, exclusive=True
         ),
         max_retries=int(
-            reader.number("max_retries", DEFAULT_MAX_RETRIES, minimum=0, exclusive=False)
+            reader.number(
+                "max_retries", DEFAULT_MAX_RETRIES, minimum=0, exclusive=False, integer=True
+            )
         ),
         retry_budget=reader.number(
             "retry_budget", DEFAULT_RETRY_BUDGET, minimum=0, exclusive=False
         ),
         verify=reader.flag_or_path("verify"),
-        extra_headers=reader.header_map("headers"),
+        extra_headers=reader.header_map("secret_headers"),
         metadata=reader.string_map("metadata"),
         unknown_extras=tuple(sorted(set(extras) - KNOWN_EXTRAS)),
+        deprecated_extras=tuple(deprecated.values()),
     )
     if settings.is_hosted and not settings.api_key:
         raise reader.fail("password", "is empty: hosted Portkey needs the Portkey API key there")

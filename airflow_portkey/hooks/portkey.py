@@ -10,8 +10,10 @@ provider does not pay for them at parse time.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import shutil
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -71,8 +73,14 @@ class PortkeyHook(BaseHook):
     default_conn_name = DEFAULT_CONN_ID
     conn_type = CONN_TYPE
     hook_name = "Portkey"
-    # The hook reads these extras; the UI declares them through provider info (conn-fields).
-    secret_fields: ClassVar[tuple[str, ...]] = ("virtual_key", "config", "provider_api_key")
+    # The credential extras (besides the password). Airflow redacts extras by name only, so
+    # each name contains one of its sensitive words; the UI declares them in provider info.
+    secret_fields: ClassVar[tuple[str, ...]] = (
+        "secret_virtual_key",
+        "secret_config",
+        "provider_api_key",
+        "secret_headers",
+    )
 
     def __init__(
         self,
@@ -132,6 +140,9 @@ class PortkeyHook(BaseHook):
                 self.portkey_conn_id,
                 ", ".join(settings.unknown_extras),
             )
+        hint = settings.migration_hint()
+        if hint:
+            self.log.warning("%s", hint)
         self._settings = settings
         self._call = CallContext(
             conn_id=self.portkey_conn_id,
@@ -199,9 +210,16 @@ class PortkeyHook(BaseHook):
                 self.log.warning("%s", action.reason)
             return False, action
 
-    def run(self, plan: Plan[T], sink: IO[bytes] | None = None) -> T:
-        """Drive a protocol plan over requests, sleeping between retries."""
-        transport = self._sync_transport()
+    def run(
+        self,
+        plan: Plan[T],
+        sink: IO[bytes] | None = None,
+        *,
+        transport: SyncTransport | None = None,
+    ) -> T:
+        """Drive a protocol plan over requests (the hook's session unless given another),
+        sleeping between retries."""
+        transport = transport or self._sync_transport()
         reply: Outcome | None = None
         while True:
             done, action = self._advance(plan, reply)
@@ -365,15 +383,43 @@ class PortkeyHook(BaseHook):
         return size
 
     def test_connection(self) -> tuple[bool, str]:
-        """One cheap request (list one batch) to check the URL, the key and the routing."""
+        """One quick request (list one batch) to check the URL, the keys and the routing.
+
+        One attempt with short timeouts, so that Airflow's Test button answers within
+        seconds; the message says which field to fix, naming the connection being tested
+        (never the throw-away id Airflow gives the copy it tests).
+        """
+        from airflow_portkey._core.connection_check import (
+            CHECK_CONNECT_TIMEOUT,
+            CHECK_READ_TIMEOUT,
+            explain_failure,
+        )
+        from airflow_portkey._transport.sync import SyncTransport
+
+        name = _connection_under_test(self.portkey_conn_id)
         try:
-            settings = self.settings
-            self.run(plans.list_page(self.call_context, 1, None))
-        except PortkeyError as error:
+            settings = settings_of(name, self.get_connection(self.portkey_conn_id))
+        except PortkeyConfigError as error:
             return False, str(error)
         except Exception as error:
-            return False, f"{type(error).__name__}: {error}"
-        return True, f"Connected to Portkey at {settings.base_url}"
+            return False, f"Portkey connection {name!r} could not be read: {error}"
+        mask_sync(settings.secrets)
+        quick = dataclasses.replace(
+            settings,
+            connect_timeout=min(settings.connect_timeout, CHECK_CONNECT_TIMEOUT),
+            read_timeout=min(settings.read_timeout, CHECK_READ_TIMEOUT),
+        )
+        ctx = CallContext(
+            conn_id=name, secrets=settings.secrets, policy=RetryPolicy(max_retries=0, budget=0)
+        )
+        transport = SyncTransport(quick, settings.headers())
+        try:
+            self.run(plans.list_page(ctx, 1, None), transport=transport)
+        except PortkeyError as error:
+            return False, explain_failure(error, quick)
+        finally:
+            transport.close()
+        return True, f"Connected to Portkey at {settings.base_url} ({_routing(settings)})"
 
     # -- batch API, async ---------------------------------------------------------------------
 
@@ -439,6 +485,33 @@ class PortkeyHook(BaseHook):
         """Wait for several batches at once, each as its spec says."""
         ctx = await self.acall_context()
         return await asyncio.gather(*(self.arun(wait_for_batch(ctx, spec)) for spec in specs))
+
+
+def _routing(settings: PortkeySettings) -> str:
+    if settings.config:
+        return "routing by config"
+    if settings.virtual_key:
+        return "routing by virtual key"
+    return f"routing to provider {settings.provider}"
+
+
+def _connection_under_test(conn_id: str) -> str:
+    """The id of the connection a user is testing.
+
+    Airflow's Test button (``POST /api/v2/connections/test``) tests a copy of the form under
+    a random throw-away id; naming that id in a message would only confuse. The id the user
+    sees is in the request body of the API route that called us. Elsewhere (the CLI's
+    ``airflow connections test``, a worker, code) the hook's own id is the user's.
+    """
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_globals.get("__name__", "").startswith("airflow.api_fastapi."):
+            body = frame.f_locals.get("test_body")
+            connection_id = getattr(body, "connection_id", None)
+            if isinstance(connection_id, str) and connection_id:
+                return connection_id
+        frame = frame.f_back  # type: ignore[assignment]
+    return conn_id
 
 
 def _current_context() -> Mapping[str, Any] | None:

@@ -95,7 +95,10 @@ def test_create_refuses_bad_input_before_upload(requests, message, emulator):
     [
         ({"conn_type": "http", "host": "http://127.0.0.1:1/v1"}, "of type 'http'"),
         ({"conn_type": "portkey", "host": "not a url"}, "host"),
-        ({"conn_type": "portkey", "extra": {"provider": "openai", "config": "oops"}}, "config"),
+        (
+            {"conn_type": "portkey", "extra": {"provider": "openai", "secret_config": "oops"}},
+            "secret_config",
+        ),
         (
             {"conn_type": "portkey", "extra": {"provider": "openai", "request_timeout": 0}},
             "timeout",

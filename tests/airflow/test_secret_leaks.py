@@ -12,7 +12,8 @@ API_KEY = "pk-LEAKSCAN-api-7f3a91"
 VIRTUAL_KEY = "vk-LEAKSCAN-virtual-2c8e"
 PROVIDER_KEY = "sk-LEAKSCAN-provider-5d17"
 CONFIG = "pc-LEAKSCAN-config-b604"
-SECRETS = (API_KEY, VIRTUAL_KEY, PROVIDER_KEY, CONFIG)
+HEADER_VALUE = "aws-leak-header-secret-5150"
+SECRETS = (API_KEY, VIRTUAL_KEY, PROVIDER_KEY, CONFIG, HEADER_VALUE)
 
 
 @pytest.fixture
@@ -22,10 +23,11 @@ def secret_conn(emulator, monkeypatch):
         "host": emulator.base_url,
         "password": API_KEY,
         "extra": {
-            "virtual_key": VIRTUAL_KEY,
+            "secret_virtual_key": VIRTUAL_KEY,
             "provider": "openai",
             "provider_api_key": PROVIDER_KEY,
-            "config": CONFIG,
+            "secret_config": CONFIG,
+            "secret_headers": {"x-portkey-aws-secret-access-key": HEADER_VALUE},
             "max_retries": 1,
         },
     }

@@ -136,13 +136,17 @@ def test_unknown_extras_are_named_sorted() -> None:
     ("host", "password", "extras", "words"),
     [
         pytest.param(
-            None, API_KEY, {}, ["extras", "'provider'", "'virtual_key'", "'config'"], id="no-route"
+            None,
+            API_KEY,
+            {},
+            ["extras", "'provider'", "'secret_virtual_key'", "'secret_config'"],
+            id="no-route",
         ),
         pytest.param(
             None,
             API_KEY,
             {"provider": "  ", "virtual_key": "", "config": None},
-            ["'provider'", "'virtual_key'", "'config'"],
+            ["'provider'", "'secret_virtual_key'", "'secret_config'"],
             id="blank-route",
         ),
         pytest.param(

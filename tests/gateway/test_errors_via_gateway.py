@@ -63,8 +63,8 @@ def test_request_without_provider_gets_the_gateways_400(gateway, emulator: Portk
 @pytest.mark.parametrize(
     ("routing", "message"),
     [
-        ({"virtual_key": "vk-hosted-only-1234"}, NO_ROUTING),
-        ({"config": {"retry": {"attempts": 1}}}, CONFIG_WITHOUT_PROVIDER),
+        ({"secret_virtual_key": "vk-hosted-only-1234"}, NO_ROUTING),
+        ({"secret_config": {"retry": {"attempts": 1}}}, CONFIG_WITHOUT_PROVIDER),
     ],
     ids=["virtual_key", "config_without_provider"],
 )

@@ -74,8 +74,9 @@ def make_hook(emulator: PortkeyEmulator, monkeypatch: pytest.MonkeyPatch) -> Ite
         **extras: Any,
     ) -> PortkeyHook:
         names = {key.removeprefix("extra__portkey__") for key in extras}
-        if not names & {"provider", "virtual_key", "config"}:
-            extras["virtual_key"] = "vk-unit"
+        routing = {"provider", "virtual_key", "config", "secret_virtual_key", "secret_config"}
+        if not names & routing:
+            extras["secret_virtual_key"] = "vk-unit"
         set_connection(
             monkeypatch,
             conn_id,

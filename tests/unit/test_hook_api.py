@@ -18,7 +18,7 @@ from airflow_portkey.exceptions import (
 from airflow_portkey.hooks.portkey import PortkeyHook
 from airflow_portkey.testing import PortkeyEmulator
 
-from .support import API_KEY, CONN_ID, MakeHook
+from .support import API_KEY
 
 LINES = [
     {
@@ -262,39 +262,6 @@ def test_async_path_refuses_streams_and_uploads(
     with pytest.raises(PortkeyError, match="only available on the sync path"):
         asyncio.run(go())
     assert emulator.requests == []
-
-
-# -- test_connection -------------------------------------------------------------------------
-
-
-def test_test_connection_succeeds_with_one_cheap_call(
-    emulator: PortkeyEmulator, hook: PortkeyHook
-) -> None:
-    assert hook.test_connection() == (True, f"Connected to Portkey at {emulator.base_url}")
-    (request,) = emulator.requests
-    assert (request.method, request.path, request.query) == ("GET", "/v1/batches", {"limit": "1"})
-
-
-def test_test_connection_with_a_wrong_key(emulator: PortkeyEmulator, make_hook: MakeHook) -> None:
-    ok, message = make_hook(password="pk-not-the-key-000").test_connection()
-    assert ok is False
-    assert message == (
-        "Portkey answered 401 on GET /batches: Invalid API Key (check the API key, virtual key "
-        f"and provider key in Airflow connection {CONN_ID!r})"
-    )
-    assert "pk-not-the-key-000" not in message
-    assert len(emulator.requests) == 1
-
-
-def test_test_connection_without_a_server(make_hook: MakeHook) -> None:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    ok, message = make_hook(host=f"http://127.0.0.1:{port}/v1").test_connection()
-    assert ok is False
-    assert message.startswith("GET /batches failed: connect error")
 
 
 def test_upload_a_list_of_requests(emulator: PortkeyEmulator, hook: PortkeyHook) -> None:

@@ -30,14 +30,25 @@ def test_connection_type_names_the_hook(connection_type: dict[str, Any]) -> None
     assert PortkeyHook.conn_name_attr == "portkey_conn_id"
 
 
-@pytest.mark.parametrize("field", ["virtual_key", "config", "provider_api_key"])
+CREDENTIAL_FIELDS = ["secret_virtual_key", "secret_config", "provider_api_key", "secret_headers"]
+
+
+@pytest.mark.parametrize("field", CREDENTIAL_FIELDS)
 def test_secret_fields_are_passwords(connection_type: dict[str, Any], field: str) -> None:
     assert connection_type["conn-fields"][field]["schema"]["format"] == "password"
 
 
+def test_credential_fields_are_the_hooks_secret_fields(connection_type: dict[str, Any]) -> None:
+    passwords = {
+        name
+        for name, spec in connection_type["conn-fields"].items()
+        if spec["schema"].get("format") == "password"
+    }
+    assert passwords == set(CREDENTIAL_FIELDS) == set(PortkeyHook.secret_fields)
+
+
 @pytest.mark.parametrize(
-    "field",
-    ["provider", "custom_host", "openai_organization", "openai_project", "headers", "metadata"],
+    "field", ["provider", "custom_host", "openai_organization", "openai_project", "metadata"]
 )
 def test_other_text_fields_are_not_passwords(connection_type: dict[str, Any], field: str) -> None:
     assert "format" not in connection_type["conn-fields"][field]["schema"]

@@ -19,11 +19,13 @@ API_KEY = "pk-SECRET-api-9f8e7d6c5b"
 VIRTUAL_KEY = "vk-SECRET-virtual-1a2b3c4d"
 PROVIDER_KEY = "sk-SECRET-provider-5e6f7a8b"
 CONFIG_ID = "pc-SECRET-config-0c1d2e3f"
+HEADER_VALUE = "aws-SECRET-header-9a8b7c6d"
 SECRETS = {
     "api key": API_KEY,
     "virtual key": VIRTUAL_KEY,
     "provider key": PROVIDER_KEY,
     "config": CONFIG_ID,
+    "header value": HEADER_VALUE,
 }
 CONN = "portkey_secret"
 
@@ -38,17 +40,18 @@ def secret_emulator() -> Iterator[PortkeyEmulator]:
 
 @pytest.fixture
 def secret_hook(secret_emulator: PortkeyEmulator, monkeypatch: pytest.MonkeyPatch) -> PortkeyHook:
-    """A connection holding all four secrets at once."""
+    """A connection holding every kind of secret at once."""
     set_connection(
         monkeypatch,
         CONN,
         host=secret_emulator.base_url,
         password=API_KEY,
         extra={
-            "virtual_key": VIRTUAL_KEY,
+            "secret_virtual_key": VIRTUAL_KEY,
             "provider": "openai",
             "provider_api_key": PROVIDER_KEY,
-            "config": CONFIG_ID,
+            "secret_config": CONFIG_ID,
+            "secret_headers": {"x-portkey-aws-secret-access-key": HEADER_VALUE},
         },
     )
     return PortkeyHook(CONN, retry_policy=FAST_RETRIES)
@@ -81,6 +84,7 @@ def test_succeeding_calls_leak_nothing(
     assert headers["x-portkey-virtual-key"] == VIRTUAL_KEY
     assert headers["authorization"] == f"Bearer {PROVIDER_KEY}"
     assert headers["x-portkey-config"] == CONFIG_ID
+    assert headers["x-portkey-aws-secret-access-key"] == HEADER_VALUE
     assert "Cancel requested" in logs.text
     assert_no_secret(logs.text)
     assert_no_secret(message)
@@ -181,11 +185,11 @@ def test_failed_connection_test_leaks_nothing(
         "portkey_wrong",
         host=secret_emulator.base_url,
         password=wrong,
-        extra={"virtual_key": VIRTUAL_KEY},
+        extra={"secret_virtual_key": VIRTUAL_KEY},
     )
     ok, message = PortkeyHook("portkey_wrong", retry_policy=FAST_RETRIES).test_connection()
     assert ok is False
-    assert "401" in message and "Invalid API Key" in message
+    assert "401" in message and "Invalid API Key" in message and "API key field" in message
     assert "'portkey_wrong'" in message  # says which connection to fix
     assert wrong not in message
     assert_no_secret(message)
@@ -209,6 +213,38 @@ def test_refused_config_is_not_echoed(
     assert secret_emulator.requests == []
 
 
+def test_connection_with_the_old_extra_names_works_and_says_how_to_migrate(
+    secret_emulator: PortkeyEmulator,
+    monkeypatch: pytest.MonkeyPatch,
+    logs: pytest.LogCaptureFixture,
+) -> None:
+    set_connection(
+        monkeypatch,
+        "portkey_old_names",
+        host=secret_emulator.base_url,
+        password=API_KEY,
+        extra={
+            "virtual_key": VIRTUAL_KEY,
+            "config": CONFIG_ID,
+            "headers": {"x-portkey-aws-secret-access-key": HEADER_VALUE},
+        },
+    )
+    hook = PortkeyHook("portkey_old_names")
+    list(hook.list_batches())
+    headers = secret_emulator.requests[0].headers
+    assert headers["x-portkey-virtual-key"] == VIRTUAL_KEY
+    assert headers["x-portkey-config"] == CONFIG_ID
+    assert headers["x-portkey-aws-secret-access-key"] == HEADER_VALUE
+    assert (
+        "Portkey connection 'portkey_old_names' keeps credentials in extras that Airflow's UI "
+        "and REST API show in clear: rename 'virtual_key' to 'secret_virtual_key', 'config' to "
+        "'secret_config', 'headers' to 'secret_headers'"
+    ) in logs.text
+    for value in (VIRTUAL_KEY, CONFIG_ID, HEADER_VALUE):
+        assert redact(f"value: {value}") == "value: ***"
+    assert_no_secret(logs.text)
+
+
 def test_every_secret_is_given_to_airflows_masker(secret_hook: PortkeyHook) -> None:
     secret_hook.settings  # noqa: B018 - loading the connection masks its secrets
     for value in SECRETS.values():
@@ -223,6 +259,7 @@ def test_async_settings_mask_every_secret(
         "virtual key": "vk-SECRET-async-virtual-6666",
         "provider key": "sk-SECRET-async-provider-7777",
         "config": '{"provider":"openai","note":"SECRET-async-config-8888"}',
+        "header value": "SECRET-async-header-9999",
     }
     set_connection(
         monkeypatch,
@@ -230,9 +267,10 @@ def test_async_settings_mask_every_secret(
         host=secret_emulator.base_url,
         password=values["api key"],
         extra={
-            "virtual_key": values["virtual key"],
+            "secret_virtual_key": values["virtual key"],
             "provider_api_key": values["provider key"],
-            "config": values["config"],
+            "secret_config": values["config"],
+            "secret_headers": {"x-amz-token": values["header value"]},
         },
     )
     hook = PortkeyHook("portkey_async_mask")
@@ -251,7 +289,7 @@ def test_provider_key_inside_an_inline_config_is_redacted(
         "portkey_inline",
         host=secret_emulator.base_url,
         password=API_KEY,
-        extra={"config": {"provider": "openai", "api_key": inner}},
+        extra={"secret_config": {"provider": "openai", "api_key": inner}},
     )
     secret_emulator.add_fault(
         "status",

@@ -183,7 +183,11 @@ def test_unknown_extras_are_logged_by_name(
     ("host", "password", "extras", "words"),
     [
         pytest.param(
-            None, API_KEY, {}, ["extras", "'provider'", "'virtual_key'", "'config'"], id="no-route"
+            None,
+            API_KEY,
+            {},
+            ["extras", "'provider'", "'secret_virtual_key'", "'secret_config'"],
+            id="no-route",
         ),
         pytest.param(
             None,
