@@ -48,13 +48,29 @@ async def shared_connection(conn_id: str) -> Connection:
 async def _fetch(conn_id: str) -> Connection:
     from airflow.sdk.log import amask_secret
 
-    connection: Connection = await BaseHook.aget_connection(conn_id)
+    connection = await _lookup(conn_id)
     try:
         secrets = settings_of(conn_id, connection).secrets
     except PortkeyConfigError:
         secrets = ()  # the hook refuses this connection itself, naming the field
     for secret in secrets:
         await amask_secret(secret)
+    return connection
+
+
+async def _lookup(conn_id: str) -> Connection:
+    """The async lookup, or the sync one on a worker thread where the async one misses.
+
+    Airflow 3.3.2's ``BaseHook.aget_connection`` does not find a connection stored in the
+    metadata database when the trigger runs inline under ``airflow dags test``; the sync lookup
+    does. It runs off the event loop so other triggers keep going meanwhile.
+    """
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    try:
+        connection: Connection = await BaseHook.aget_connection(conn_id)
+    except AirflowNotFoundException:
+        connection = await asyncio.to_thread(BaseHook.get_connection, conn_id)
     return connection
 
 
