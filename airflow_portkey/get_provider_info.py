@@ -60,6 +60,7 @@ def get_provider_info() -> dict[str, Any]:
         "triggers": [
             {"integration-name": "Portkey", "python-modules": ["airflow_portkey.triggers.batch"]}
         ],
+        "extra-links": ["airflow_portkey.links.PortkeyLogsLink"],
         "notifications": ["airflow_portkey.notifications.cancel.PortkeyCancelBatchesNotifier"],
         "connection-types": [
             {

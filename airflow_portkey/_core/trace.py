@@ -59,3 +59,15 @@ def trace_headers(trace_id: str | None, metadata: Mapping[str, str]) -> dict[str
         # ensure_ascii keeps the header value ASCII whatever the run id holds.
         headers[METADATA_HEADER] = json.dumps(values, separators=(",", ":"), ensure_ascii=True)
     return headers
+
+
+# Hosted Portkey's logs page. Its docs name the page (app.portkey.ai/logs) and filtering logs by
+# trace id in it; the ``trace_id`` query parameter is the form seen in use, not documented.
+PORTKEY_LOGS_URL = "https://app.portkey.ai/logs"
+
+
+def logs_url(trace_id: str) -> str:
+    """Hosted Portkey's logs, filtered by one trace id."""
+    from urllib.parse import urlencode
+
+    return f"{PORTKEY_LOGS_URL}?{urlencode({'trace_id': trace_id})}"

@@ -30,6 +30,7 @@ from airflow_portkey.batches import (
     parse_status_set,
 )
 from airflow_portkey.exceptions import PortkeyBatchTimeoutError, PortkeyError
+from airflow_portkey.links import PortkeyLogsLink
 
 if TYPE_CHECKING:
     from airflow_portkey._core.waits import WaitOutcome
@@ -68,6 +69,7 @@ class PortkeyCancelBatchOperator(BaseOperator):
     """
 
     template_fields: Sequence[str] = ("batch_id", "portkey_conn_id")
+    operator_extra_links = (PortkeyLogsLink(),)
     ui_color = "#ffe4e1"
 
     def __init__(
@@ -241,6 +243,7 @@ class PortkeyCreateBatchOperator(BaseOperator):
         "metadata",
         "portkey_conn_id",
     )
+    operator_extra_links = (PortkeyLogsLink(),)
     ui_color = "#e4f0ff"
 
     def __init__(
@@ -365,6 +368,7 @@ class PortkeyBatchResultsOperator(BaseOperator):
     """
 
     template_fields: Sequence[str] = ("batch_id", "output_path", "error_path", "portkey_conn_id")
+    operator_extra_links = (PortkeyLogsLink(),)
 
     def __init__(
         self,

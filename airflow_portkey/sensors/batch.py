@@ -34,6 +34,7 @@ from airflow_portkey.batches import (
     parse_status_set,
 )
 from airflow_portkey.exceptions import PortkeyBatchFailedError, PortkeyConfigError
+from airflow_portkey.links import PortkeyLogsLink
 
 if TYPE_CHECKING:
     from airflow_portkey._core.waits import PollLog
@@ -70,6 +71,7 @@ class PortkeyBatchSensor(BaseSensorOperator):
     """
 
     template_fields: Sequence[str] = ("batch_id", "portkey_conn_id")
+    operator_extra_links = (PortkeyLogsLink(),)
     ui_color = "#f0e4ff"
 
     def __init__(
