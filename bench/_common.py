@@ -14,7 +14,6 @@ import http.client
 import json
 import os
 import platform
-import signal
 import ssl
 import statistics
 import subprocess
@@ -24,6 +23,8 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
+
+from airflow_portkey.testing.processes import EmulatorProcess
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
@@ -195,56 +196,28 @@ class Control:
             self._conn = None
 
 
-class Emulator:
-    """``python -m airflow_portkey.testing`` in a child process, checking keys like Portkey.
+class Emulator(EmulatorProcess):
+    """``python -m airflow_portkey.testing`` in a child process, checking keys like Portkey
+    (:class:`airflow_portkey.testing.processes.EmulatorProcess`), counting requests only.
 
     With ``--tls`` among the arguments it serves HTTPS; ``ca_file`` is then the CA file to
     verify it with (None over plain HTTP).
     """
 
     def __init__(self, *extra_args: str) -> None:
-        self.args = extra_args
-        self.proc: subprocess.Popen[str] | None = None
-        self.base_url = ""
-        self.ca_file: str | None = None
-        self.host = "127.0.0.1"
-        self.port = 0
-
-    def __enter__(self) -> Emulator:
-        cmd = [
-            sys.executable,
-            "-m",
-            "airflow_portkey.testing",
-            "--port",
-            "0",
+        super().__init__(
             "--no-record",
             "--api-key",
             API_KEY,
             "--provider-api-key",
             PROVIDER_API_KEY,
-            *self.args,
-        ]
-        self.proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=sys.stderr, text=True, cwd=REPO
+            *extra_args,
+            cwd=REPO,
         )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        prefix = "Portkey emulator listening on "
-        if not line.startswith(prefix):
-            self.__exit__(None, None, None)
-            raise RuntimeError(f"the emulator did not start: {line!r}")
-        self.base_url = line[len(prefix) :].strip()
-        if self.base_url.startswith("https://"):
-            line = self.proc.stdout.readline()
-            prefix = "Portkey emulator CA certificate: "
-            if not line.startswith(prefix):
-                self.__exit__(None, None, None)
-                raise RuntimeError(f"the emulator named no CA file: {line!r}")
-            self.ca_file = line[len(prefix) :].strip()
-        hostport = self.base_url.split("//", 1)[1].split("/", 1)[0]
-        self.host, port = hostport.rsplit(":", 1)
-        self.port = int(port)
-        return self
+
+    @property
+    def proc(self) -> subprocess.Popen[bytes] | None:
+        return self.popen
 
     @property
     def transport(self) -> str:
@@ -256,22 +229,7 @@ class Emulator:
 
     def cpu_seconds(self) -> float:
         """CPU time the emulator process has used so far (user + system)."""
-        assert self.proc is not None
-        return process_cpu_seconds(self.proc.pid)
-
-    def __exit__(self, *exc: object) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
+        return process_cpu_seconds(self.pid)
 
 
 def process_cpu_seconds(pid: int) -> float:

@@ -64,9 +64,8 @@ def portkey(report: Report, use_gateway: bool) -> Iterator[tuple[Any, str, dict[
 
     gateway = None
     if use_gateway:
-        sys.path.insert(0, str(REPO))
         try:
-            from tests.gateway.gateway_process import Gateway, check_installation
+            from airflow_portkey.testing.gateway import Gateway, check_installation
 
             gateway = Gateway(check_installation()).start()
         except Exception as error:  # the demo still runs, directly against the emulator

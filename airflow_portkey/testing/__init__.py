@@ -1,6 +1,8 @@
 """Test helpers: PortkeyEmulator, a local Portkey-compatible batch API.
 
-The names load on first use, so importing this package costs next to nothing.
+The names load on first use, so importing this package costs next to nothing. Launchers of
+separate processes live in submodules: :mod:`.processes` (the emulator as a process of its own)
+and :mod:`.gateway` (the real npm Portkey gateway on loopback).
 """
 
 from __future__ import annotations

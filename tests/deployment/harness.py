@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from airflow_portkey.testing.processes import EmulatorProcess
+
 T = TypeVar("T")
 
 DAG_SOURCES = Path(__file__).resolve().parent / "dags"
@@ -299,29 +301,21 @@ class Emulator:
 
     @classmethod
     def start(cls, env: dict[str, str], log_dir: Path) -> Emulator:
-        argv = [
-            sys.executable,
-            "-m",
-            "airflow_portkey.testing",
-            "--port",
-            "0",
+        process = EmulatorProcess(
             "--api-key",
             cls.API_KEY,
             "--provider-api-key",
             cls.PROVIDER_KEY,
-        ]
-        proc = start_process("emulator", argv, env, log_dir)
-
-        def listening() -> str | None:
-            if not proc.alive():
-                raise DeploymentError(f"emulator exited:\n{proc.tail()}")
-            for line in proc.log_path.read_text().splitlines():
-                if "listening on " in line:
-                    return line.split("listening on ", 1)[1].strip().removesuffix("/v1")
-            return None
-
-        root_url = wait_for("the emulator to listen", listening, timeout=30, interval=0.1)
-        return cls(proc, root_url)
+            env=env,
+            log_path=log_dir / "emulator.log",
+            python=sys.executable,
+        )
+        try:
+            process.start(timeout=30)
+        except (RuntimeError, TimeoutError) as error:
+            raise DeploymentError(f"the emulator did not start: {error}") from None
+        assert process.popen is not None
+        return cls(Proc("emulator", process.popen, process.log_path), process.root_url)
 
     def connection_json(self) -> str:
         return json.dumps(

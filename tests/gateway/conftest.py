@@ -25,7 +25,12 @@ from airflow_portkey.testing import PortkeyEmulator
 
 # The fixtures of real Airflow runs (run_dag, finish_after_polls) come from the root conftest;
 # finish_after_polls asks for "emulator", which resolves to the upstream emulator below.
-from .gateway_process import BLOCKED_MARK, Gateway, GatewayUnavailable, check_installation
+from airflow_portkey.testing.gateway import (
+    BLOCKED_MARK,
+    Gateway,
+    GatewayUnavailable,
+    check_installation,
+)
 
 PROVIDER_API_KEY = "sk-upstream-gateway-test"
 CONN_ID = "portkey_default"

@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from .gateway_process import (
+from airflow_portkey.testing.gateway import (
     BLOCKED_MARK,
     PRELOADS,
     Gateway,

@@ -1,12 +1,16 @@
 """Start and stop the real open-source Portkey gateway (npm ``@portkey-ai/gateway``) on loopback.
 
 The gateway runs as ``node --import <preloads> .../start-server.js --port=N --headless`` in its
-own process group. Two preloads are always loaded (see ``preload/``): one binds it to 127.0.0.1
-(it binds every interface otherwise) and one refuses any connection off the machine (its
-``/batches/{id}/output`` route dials api.openai.com whatever the custom host says).
+own process group. Two preloads are always loaded (``gateway_preload/``): one binds it to
+127.0.0.1 (it binds every interface otherwise) and one refuses any connection off the machine
+(its ``/batches/{id}/output`` route dials api.openai.com whatever the custom host says).
 
-Node.js and ``node_modules`` (``make node_modules/.ready``, i.e. ``npm ci``) are required: when
-they are missing, the tier-3 tests fail with :data:`INSTALL_HINT` rather than skip.
+Node.js and a ``node_modules`` holding the pinned gateway (``make node-install``, i.e.
+``npm ci`` in this repository) are required: :func:`check_installation` says what is missing
+and how to fix it. The ``node_modules`` used is ``$PORTKEY_GATEWAY_NODE_MODULES`` if set, else
+the first found in the working directory or its parents, else the one of the source checkout
+this package was installed from (editable installs). Standard library only: like the emulator,
+nothing here imports the client side.
 """
 
 from __future__ import annotations
@@ -23,12 +27,11 @@ import time
 import urllib.request
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-NODE_MODULES = REPO / "node_modules"
-START_SERVER = NODE_MODULES / "@portkey-ai" / "gateway" / "build" / "start-server.js"
+_CHECKOUT = Path(__file__).resolve().parents[2]
+_GATEWAY_SCRIPT = Path("@portkey-ai") / "gateway" / "build" / "start-server.js"
 PRELOADS = (
-    Path(__file__).resolve().parent / "preload" / "bind_loopback.mjs",
-    Path(__file__).resolve().parent / "preload" / "block_offhost.mjs",
+    Path(__file__).resolve().parent / "gateway_preload" / "bind_loopback.mjs",
+    Path(__file__).resolve().parent / "gateway_preload" / "block_offhost.mjs",
 )
 # What package.json / package-lock.json pin; a plain `npm install` of the gateway today floats
 # @hono/node-server to a version that breaks every streamed response (gateway issue #1389).
@@ -40,8 +43,9 @@ BLOCKED_MARK = "[offhost-guard] BLOCKED"
 INSTALL_HINT = (
     f"The tier-3 tests run the real Portkey gateway, which needs Node.js (>= {MIN_NODE_MAJOR}) "
     "and npm. Install them (Debian/Ubuntu: `apt-get install nodejs npm`; elsewhere see "
-    "https://nodejs.org/en/download), then run `make node_modules/.ready` "
-    "(npm ci from package-lock.json)."
+    "https://nodejs.org/en/download), then run `make node-install` in the airflow-portkey "
+    "checkout (npm ci from package-lock.json), or point PORTKEY_GATEWAY_NODE_MODULES at a "
+    "node_modules holding the pinned gateway."
 )
 
 # Variables that would make the gateway reach something other than the emulator.
@@ -63,8 +67,21 @@ class GatewayUnavailable(RuntimeError):
     """Node.js or the pinned gateway install is missing."""
 
 
-def check_installation() -> str:
+def find_node_modules() -> Path:
+    """The ``node_modules`` to start the gateway from (see the module's docstring)."""
+    named = os.environ.get("PORTKEY_GATEWAY_NODE_MODULES")
+    if named:
+        return Path(named)
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        if (folder / "node_modules" / _GATEWAY_SCRIPT).is_file():
+            return folder / "node_modules"
+    return _CHECKOUT / "node_modules"
+
+
+def check_installation(node_modules: Path | None = None) -> str:
     """The path of ``node``, or GatewayUnavailable saying what is missing and how to fix it."""
+    node_modules = node_modules or find_node_modules()
     node = shutil.which("node")
     if node is None:
         raise GatewayUnavailable(f"`node` was not found on PATH. {INSTALL_HINT}")
@@ -77,15 +94,15 @@ def check_installation() -> str:
         raise GatewayUnavailable(f"`node --version` said {version!r}. {INSTALL_HINT}") from None
     if major < MIN_NODE_MAJOR:
         raise GatewayUnavailable(f"Node.js {version} is too old. {INSTALL_HINT}")
-    if not START_SERVER.is_file():
-        raise GatewayUnavailable(f"{START_SERVER} is missing. {INSTALL_HINT}")
+    if not (node_modules / _GATEWAY_SCRIPT).is_file():
+        raise GatewayUnavailable(f"{node_modules / _GATEWAY_SCRIPT} is missing. {INSTALL_HINT}")
     for package, wanted in PINNED.items():
-        manifest = NODE_MODULES / package / "package.json"
+        manifest = node_modules / package / "package.json"
         found = json.loads(manifest.read_text())["version"] if manifest.is_file() else None
         if found != wanted:
             raise GatewayUnavailable(
                 f"node_modules holds {package} {found}, but package-lock.json pins {wanted}. "
-                "Run `make node_modules/.ready` (npm ci), not `npm install`."
+                "Run `make node-install` (npm ci), not `npm install`."
             )
     return node
 
@@ -123,8 +140,11 @@ def _decode_address(hex_address: str) -> str:
 class Gateway:
     """One gateway process; its stdout and stderr go to a log file read by the tests."""
 
-    def __init__(self, node: str, port: int | None = None) -> None:
+    def __init__(
+        self, node: str, port: int | None = None, *, node_modules: Path | None = None
+    ) -> None:
         self.node = node
+        self.start_server = (node_modules or find_node_modules()) / _GATEWAY_SCRIPT
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._log_dir = tempfile.mkdtemp(prefix="portkey-gateway-")
@@ -139,7 +159,7 @@ class Gateway:
 
     def command(self) -> list[str]:
         preloads = [arg for path in PRELOADS for arg in ("--import", path.as_uri())]
-        return [self.node, *preloads, str(START_SERVER), f"--port={self.port}", "--headless"]
+        return [self.node, *preloads, str(self.start_server), f"--port={self.port}", "--headless"]
 
     def start(self, timeout: float = 30.0) -> Gateway:
         env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED_ENV}
@@ -175,7 +195,7 @@ class Gateway:
         """GET / answers 200 "AI Gateway says hey!" once the app is mounted."""
         try:
             with _NO_PROXY.open(self.url + "/", timeout=1) as response:
-                return response.status == 200 and response.read() == READY_BODY
+                return bool(response.status == 200 and response.read() == READY_BODY)
         except OSError:
             return False
 
