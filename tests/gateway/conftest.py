@@ -50,7 +50,7 @@ def gateway() -> Iterator[Gateway]:
     if problem:
         pytest.fail(problem, pytrace=False)  # fail, never skip: tier 3 is part of `make test`
     with pytest.MonkeyPatch.context() as mp:
-        # The hook's requests and httpx honour *_PROXY: keep loopback traffic off any proxy.
+        # The hook honours *_PROXY on both paths: keep loopback traffic off any proxy.
         mp.setenv("NO_PROXY", "127.0.0.1,localhost")
         mp.setenv("no_proxy", "127.0.0.1,localhost")
         gw = Gateway(node).start()

@@ -71,7 +71,7 @@ def test_cancel_running_batch(hook: PortkeyHook, emulator: PortkeyEmulator) -> N
 
 
 def test_async_cancel_and_get(emulator: PortkeyEmulator) -> None:
-    """The httpx transport (what triggers use) through the gateway."""
+    """The async transport (what triggers use) through the gateway."""
     seeded = emulator.add_batch(status="validating")
     hook = PortkeyHook()
 
