@@ -14,6 +14,10 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+# pendulum: Airflow's own date library, pure arithmetic here (UTC only, no clock reads, no
+# time-zone files); tests/core/test_core_is_pure.py allows it by name.
+import pendulum
+
 
 class BatchStatus(str, Enum):
     """A batch status in OpenAI's words, which Portkey documents."""
@@ -181,6 +185,8 @@ class RequestCounts:
         return None if self.total <= 0 else round(100 * self.done / self.total, 1)
 
     def describe(self) -> str:
+        if self.total <= 0 and self.done == 0:
+            return "no request counts reported yet"
         percent = "?" if self.percent is None else f"{self.percent:g}%"
         return (
             f"{self.done}/{self.total} requests done ({percent}): "
@@ -245,6 +251,16 @@ class Batch:
     def is_terminal(self) -> bool:
         return self.status in TERMINAL_STATUSES
 
+    @property
+    def datetimes(self) -> dict[str, pendulum.DateTime]:
+        """The batch's own timestamps (``created_at``, ``in_progress_at``...) as aware UTC
+        datetimes; a field the provider did not report is absent."""
+        return {name: pendulum.from_timestamp(seconds) for name, seconds in self.timestamps.items()}
+
+    @property
+    def created_at(self) -> pendulum.DateTime | None:
+        return self.datetimes.get("created_at")
+
     def to_xcom(self) -> dict[str, Any]:
         """A JSON-serialisable summary for XCom and trigger events (no credentials in it)."""
         return {
@@ -268,10 +284,20 @@ class Batch:
         """Rebuild from :meth:`to_xcom` output (a trigger event, an XCom)."""
         return cls.from_raw(value["raw"]) if value.get("raw") else cls.from_raw(value)
 
-    def describe(self) -> str:
+    def status_word(self) -> str:
+        """The status, with the provider's own word when it differs."""
         word = self.status.value
         if self.raw_status and _fold(self.raw_status) != word:
             word = f"{word} (provider said {self.raw_status!r})"
         if self.partial:
             word += ", only partly"
-        return f"batch {self.id} is {word}; {self.request_counts.describe()}"
+        return word
+
+    def describe(self) -> str:
+        return f"batch {self.id} is {self.status_word()}; {self.request_counts.describe()}"
+
+    def describe_cancel(self) -> str:
+        """The one line a cancel of this batch logs: requested, or nothing left to cancel."""
+        if self.is_terminal and self.status is not BatchStatus.CANCELLED:
+            return f"Batch {self.id} was already {self.status_word()}; left alone"
+        return f"Cancel requested: {self.describe()}"

@@ -1,8 +1,9 @@
 """Waiting for a batch, as a protocol plan: pure, driven by the sync hook or the async trigger.
 
-One loop decides when a wait is over (success, failure, deadline, too many failed polls),
-logs an unknown status once and progress only when it changes. The sensor's poke mode, the
-cancel operator's wait and the trigger all use it, so none of them has a loop of its own.
+One loop decides when a wait is over (success, failure, deadline, too many failed polls);
+PollLog decides what a wait says on the way (status changes, progress, "still waiting").
+The sensor's poke, the operators' waits and the trigger all use them, so none of them has a
+loop or a logging rule of its own.
 """
 
 from __future__ import annotations
@@ -13,15 +14,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import pendulum
+
 from airflow_portkey._core import ids, plans
 from airflow_portkey._core.batches import (
     TERMINAL_STATUSES,
     Batch,
     BatchStatus,
-    RequestCounts,
     check_status_sets,
 )
-from airflow_portkey._core.defaults import DEFAULT_MAX_TRANSIENT_FAILURES
+from airflow_portkey._core.defaults import (
+    DEFAULT_MAX_TRANSIENT_FAILURES,
+    DEFAULT_STILL_WAITING_EVERY,
+)
 from airflow_portkey._core.errors import (
     PortkeyAPIError,
     PortkeyRateLimitError,
@@ -59,15 +64,45 @@ def classify(
     return None
 
 
-class PollLog:
-    """What a wait says about each batch it reads: progress when the counts change, and an
-    unknown status once per word. Shared by the wait plan and the poking sensor."""
+def span(seconds: float) -> str:
+    """A duration in words: to the second under an hour, to the minute beyond."""
+    whole = max(0, round(seconds)) if seconds < 3600 else round(seconds / 60) * 60
+    if whole == 0:
+        return "0 seconds"
+    return pendulum.duration(seconds=whole).in_words(locale="en")
 
-    def __init__(self) -> None:
-        self._progress: RequestCounts | None = None
+
+def _moment(unix_seconds: float) -> str:
+    return pendulum.from_timestamp(unix_seconds).format("YYYY-MM-DD HH:mm [UTC]")
+
+
+class PollLog:
+    """What a wait says about the batch it reads, the same in the sensor (every mode), the
+    operators and the trigger:
+
+    - every status change (the first read says where the batch stands);
+    - progress whenever the request counts change: counts, percentage, time elapsed since
+      the batch was created and, once there is a rate, an estimated finish;
+    - a "still waiting" line every ``still_waiting_every`` seconds while nothing changes, so
+      a provider that reports no counts is not silent for hours;
+    - an unknown status word once per word, as a warning.
+
+    ``now`` (Unix seconds) is passed in, so the rules run on a fake clock in tests.
+    """
+
+    def __init__(self, still_waiting_every: float = DEFAULT_STILL_WAITING_EVERY) -> None:
+        if not still_waiting_every > 0:
+            raise ValueError(
+                f"still_waiting_every must be more than 0 seconds, got {still_waiting_every!r}"
+            )
+        self.still_waiting_every = still_waiting_every
+        self._seen: Batch | None = None
+        self._changed_at = 0.0
+        self._said_at = 0.0
+        self._first: tuple[float, int] | None = None  # (when, requests done) at the first read
         self._unknown_words: set[str | None] = set()
 
-    def notes(self, batch: Batch) -> list[Note]:
+    def notes(self, batch: Batch, now: float) -> list[Note]:
         notes = []
         if batch.status is BatchStatus.UNKNOWN and batch.raw_status not in self._unknown_words:
             self._unknown_words.add(batch.raw_status)
@@ -78,10 +113,53 @@ class PollLog:
                     "provider does not know; waiting on until it changes or the deadline passes",
                 )
             )
-        if batch.request_counts != self._progress:
-            self._progress = batch.request_counts
-            notes.append(Note(logging.INFO, batch.describe()))
+        if self._first is None:
+            self._first = (now, batch.request_counts.done)
+        seen, self._seen = self._seen, batch
+        changed = True
+        if seen is None:
+            message = f"Batch {batch.id} is {batch.status_word()}"
+        elif seen.status_word() != batch.status_word():
+            message = f"Batch {batch.id} is now {batch.status_word()} (was {seen.status_word()})"
+        elif seen.request_counts != batch.request_counts:
+            message = f"Batch {batch.id} progress"
+        elif now - self._said_at >= self.still_waiting_every:
+            unchanged = span(now - self._changed_at)
+            message = f"Batch {batch.id} still {batch.status_word()}, no change for {unchanged}"
+            changed = False
+        else:
+            return notes
+        if changed:
+            self._changed_at = now
+        self._said_at = now
+        notes.append(Note(logging.INFO, f"{message}: {self._progress(batch, now, self._first)}"))
         return notes
+
+    def _progress(self, batch: Batch, now: float, first: tuple[float, int]) -> str:
+        """Counts and percentage, elapsed time, and an estimated finish once there is a rate."""
+        parts = [batch.request_counts.describe()]
+        created = batch.timestamps.get("created_at")
+        if created is None or created > now:  # no timestamp, or a clock ahead of ours
+            parts.append(f"{span(now - first[0])} since this wait began")
+        else:
+            parts.append(f"{span(now - created)} since it was created")
+        finish = self._estimated_finish(batch, now, first)
+        if finish is not None:
+            parts.append(f"about {span(finish - now)} left (around {_moment(finish)})")
+        return "; ".join(parts)
+
+    @staticmethod
+    def _estimated_finish(batch: Batch, now: float, first: tuple[float, int]) -> float | None:
+        counts = batch.request_counts
+        if batch.is_terminal or counts.total <= 0 or not 0 < counts.done < counts.total:
+            return None
+        # The batch's own start gives a rate at the first read; without it, our first read.
+        start = batch.timestamps.get("in_progress_at") or batch.timestamps.get("created_at")
+        base_time, base_done = (start, 0) if start is not None and start < now else first
+        if now <= base_time or counts.done <= base_done:
+            return None  # no rate yet
+        rate = (counts.done - base_done) / (now - base_time)
+        return now + (counts.total - counts.done) / rate
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +177,8 @@ class WaitSpec:
     first_poll_delay: float = 0.0
     """Seconds before the first poll: a task that has just read the batch need not read it
     again at once (and an event in the first seconds of a deferral hits an Airflow 3.3 race)."""
+    still_waiting_every: float = DEFAULT_STILL_WAITING_EVERY
+    """Seconds between "still waiting" lines while nothing changes (see PollLog)."""
 
     def __post_init__(self) -> None:
         ids.check_batch_id(self.batch_id)
@@ -107,6 +187,10 @@ class WaitSpec:
             raise ValueError(f"poll_interval must be more than 0, got {self.poll_interval}")
         if self.max_transient_failures < 0:
             raise ValueError("max_transient_failures must be 0 or more")
+        if not self.still_waiting_every > 0:
+            raise ValueError(
+                f"still_waiting_every must be more than 0, got {self.still_waiting_every}"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +207,7 @@ def wait_for_batch(
     failures = 0
     interval = spec.poll_interval
     last: Batch | None = None
-    said = PollLog()
+    said = PollLog(spec.still_waiting_every)
     if spec.first_poll_delay > 0:
         yield Wait(max(0.0, min(spec.first_poll_delay, spec.deadline - clock())), "")
     while True:
@@ -144,10 +228,10 @@ def wait_for_batch(
         else:
             failures = 0
             last = batch
+            yield from said.notes(batch, clock())
             verdict = classify(batch, spec.success, spec.failure)
             if verdict is not None:
                 return WaitOutcome(verdict, spec.batch_id, batch, batch.describe())
-            yield from said.notes(batch)
         remaining = spec.deadline - clock()
         if remaining <= 0:
             state = last.describe() if last else "never read"

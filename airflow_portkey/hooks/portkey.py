@@ -294,7 +294,7 @@ class PortkeyHook(BaseHook):
         """
         ids.check_batch_id(batch_id)
         batch = self.run(plans.cancel_batch(self.call_context, batch_id))
-        self.log.info("Cancel requested: %s", batch.describe())
+        self.log.info("%s", batch.describe_cancel())
         return batch
 
     def list_batches(self, *, page_size: int = 100) -> Iterator[Batch]:
@@ -470,7 +470,7 @@ class PortkeyHook(BaseHook):
         batches = [r for r in results if not isinstance(r, BaseException)]
         if len(results) <= _CANCELS_LOGGED_EACH:
             for batch in batches:
-                self.log.info("Cancel requested: %s", batch.describe())
+                self.log.info("%s", batch.describe_cancel())
             return
         # One log record costs about as much CPU as one cancel request: not one per batch.
         statuses = Counter(batch.status.value for batch in batches)

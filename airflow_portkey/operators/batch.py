@@ -10,7 +10,11 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 
 # Only what a DAG file's parse needs loads here; the hook and the rest load in execute.
-from airflow_portkey._core.defaults import DEFAULT_CONN_ID, DEFER_TIMEOUT_MARGIN
+from airflow_portkey._core.defaults import (
+    DEFAULT_CONN_ID,
+    DEFAULT_STILL_WAITING_EVERY,
+    DEFER_TIMEOUT_MARGIN,
+)
 from airflow_portkey._tasks import (
     batch_ids_from,
     cancel_after_timeout,
@@ -66,6 +70,8 @@ class PortkeyCancelBatchOperator(BaseOperator):
     :param deferrable: wait in the triggerer instead of a worker slot. Defaults to
         ``[operators] default_deferrable``.
     :param max_concurrency: cancel requests in flight at once.
+    :param still_waiting_interval: while waiting, a "still waiting" line is logged this often
+        when nothing changes (status changes are logged as they happen).
     """
 
     template_fields: Sequence[str] = ("batch_id", "portkey_conn_id")
@@ -82,6 +88,7 @@ class PortkeyCancelBatchOperator(BaseOperator):
         poll_interval: float | timedelta = 10.0,
         deferrable: bool | None = None,
         max_concurrency: int = 16,
+        still_waiting_interval: float | timedelta = DEFAULT_STILL_WAITING_EVERY,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -96,6 +103,7 @@ class PortkeyCancelBatchOperator(BaseOperator):
         if max_concurrency < 1:
             raise ValueError(f"max_concurrency must be at least 1, got {max_concurrency}")
         self.max_concurrency = max_concurrency
+        self.still_waiting_interval = positive("still_waiting_interval", still_waiting_interval)
         self._batch_ids: list[str] = []
 
     def execute(self, context: Any) -> XCom | None:
@@ -131,6 +139,7 @@ class PortkeyCancelBatchOperator(BaseOperator):
                     trace_id=hook.trace_id,
                     metadata=hook.trace_metadata,
                     first_poll_delay=self.poll_interval,
+                    still_waiting_interval=self.still_waiting_interval,
                 ),
                 method_name="execute_complete",
                 timeout=timedelta(seconds=self.wait_timeout) + DEFER_TIMEOUT_MARGIN,
@@ -138,7 +147,13 @@ class PortkeyCancelBatchOperator(BaseOperator):
         from airflow_portkey._core.waits import terminal_spec
 
         specs = [
-            terminal_spec(i, deadline=deadline, poll_interval=self.poll_interval) for i in pending
+            terminal_spec(
+                i,
+                deadline=deadline,
+                poll_interval=self.poll_interval,
+                still_waiting_every=self.still_waiting_interval,
+            )
+            for i in pending
         ]
         outcomes = wait_many(hook, specs)
         return self._finish(batches, outcomes, one)
@@ -158,9 +173,7 @@ class PortkeyCancelBatchOperator(BaseOperator):
             if isinstance(result, BaseException):
                 failures.append(f"{batch_id}: {result}")
                 continue
-            if result.status not in (BatchStatus.CANCELLING, BatchStatus.CANCELLED):
-                self.log.info("Batch %s was already %s; left alone", batch_id, result.status.value)
-            batches.append(result)
+            batches.append(result)  # the hook has logged what the cancel did
         if failures:
             raise PortkeyError(
                 f"Could not cancel {len(failures)} of {len(ids)} batches "
@@ -234,6 +247,8 @@ class PortkeyCreateBatchOperator(BaseOperator):
     :param failure_statuses: statuses that fail the task (default the other terminal ones).
     :param cancel_on_kill: cancel the batch when the task is killed.
     :param cancel_on_timeout: cancel the batch when the wait times out.
+    :param still_waiting_interval: while waiting, a "still waiting" line is logged this often
+        when nothing changes (status changes and progress are logged as they happen).
     """
 
     template_fields: Sequence[str] = (
@@ -262,6 +277,7 @@ class PortkeyCreateBatchOperator(BaseOperator):
         failure_statuses: Sequence[str] = ("failed", "expired", "cancelled"),
         cancel_on_kill: bool = True,
         cancel_on_timeout: bool = True,
+        still_waiting_interval: float | timedelta = DEFAULT_STILL_WAITING_EVERY,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -279,6 +295,7 @@ class PortkeyCreateBatchOperator(BaseOperator):
         check_status_sets(self.success_statuses, self.failure_statuses)
         self.cancel_on_kill = cancel_on_kill
         self.cancel_on_timeout = cancel_on_timeout
+        self.still_waiting_interval = positive("still_waiting_interval", still_waiting_interval)
         self._owned: list[str] = []
 
     def execute(self, context: Any) -> dict[str, Any] | None:
@@ -312,6 +329,7 @@ class PortkeyCreateBatchOperator(BaseOperator):
             failure=self.failure_statuses,
             deadline=deadline,
             poll_interval=self.poll_interval,
+            still_waiting_every=self.still_waiting_interval,
         )
         if self.deferrable:
             from airflow_portkey.triggers.batch import PortkeyBatchTrigger
@@ -328,6 +346,7 @@ class PortkeyCreateBatchOperator(BaseOperator):
                     trace_id=hook.trace_id,
                     metadata=hook.trace_metadata,
                     first_poll_delay=self.poll_interval,
+                    still_waiting_interval=self.still_waiting_interval,
                 ),
                 method_name="execute_complete",
                 timeout=timedelta(seconds=self.wait_timeout) + DEFER_TIMEOUT_MARGIN,

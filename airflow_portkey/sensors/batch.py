@@ -14,6 +14,7 @@ from airflow.sdk.exceptions import AirflowSensorTimeout, AirflowSkipException
 from airflow_portkey._core.defaults import (
     DEFAULT_CONN_ID,
     DEFAULT_MAX_TRANSIENT_FAILURES,
+    DEFAULT_STILL_WAITING_EVERY,
     DEFER_TIMEOUT_MARGIN,
 )
 from airflow_portkey._tasks import (
@@ -23,6 +24,7 @@ from airflow_portkey._tasks import (
     conclude,
     default_deferrable,
     failure_message,
+    positive,
     read_event,
 )
 from airflow_portkey.batches import (
@@ -68,6 +70,10 @@ class PortkeyBatchSensor(BaseSensorOperator):
         it failed, ``execution_timeout``; in deferrable mode needs Airflow 3.3+).
     :param max_transient_failures: polls in a row that may fail (network, 5xx, 429) in
         deferrable mode before the task fails; each poll already retries on its own.
+    :param still_waiting_interval: while the batch shows no change, a "still waiting" line
+        is logged this often (seconds or a timedelta; default 10 minutes). Status changes and
+        progress are logged as they happen. In ``reschedule`` mode each poke runs afresh and
+        logs where the batch stands.
     """
 
     template_fields: Sequence[str] = ("batch_id", "portkey_conn_id")
@@ -85,6 +91,7 @@ class PortkeyBatchSensor(BaseSensorOperator):
         cancel_on_timeout: bool = False,
         cancel_on_kill: bool = False,
         max_transient_failures: int = DEFAULT_MAX_TRANSIENT_FAILURES,
+        still_waiting_interval: float | timedelta = DEFAULT_STILL_WAITING_EVERY,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -103,6 +110,7 @@ class PortkeyBatchSensor(BaseSensorOperator):
         if max_transient_failures < 0:
             raise ValueError("max_transient_failures must be 0 or more")
         self.max_transient_failures = max_transient_failures
+        self.still_waiting_interval = positive("still_waiting_interval", still_waiting_interval)
         self._said: PollLog | None = None  # what poke has logged (poke mode keeps it)
         self._last_verdict: str | None = None
         self._hook: PortkeyHook | None = None
@@ -155,6 +163,7 @@ class PortkeyBatchSensor(BaseSensorOperator):
                 trace_id=self.hook.trace_id,
                 metadata=self.hook.trace_metadata,
                 first_poll_delay=self.poke_interval,
+                still_waiting_interval=self.still_waiting_interval,
             ),
             method_name="execute_complete",
             timeout=timedelta(seconds=self.timeout) + DEFER_TIMEOUT_MARGIN,
@@ -167,7 +176,6 @@ class PortkeyBatchSensor(BaseSensorOperator):
         self._log_progress(batch)
         self._last_verdict = classify(batch, self.success_statuses, self.failure_statuses)
         if self._last_verdict == "success":
-            self.log.info("Batch finished: %s", batch.describe())
             if batch.partial:
                 self.log.warning("Batch %s completed only in part", batch.id)
             return PokeReturnValue(is_done=True, xcom_value=batch.to_xcom())
@@ -179,8 +187,8 @@ class PortkeyBatchSensor(BaseSensorOperator):
         if self._said is None:
             from airflow_portkey._core.waits import PollLog
 
-            self._said = PollLog()
-        for note in self._said.notes(batch):
+            self._said = PollLog(self.still_waiting_interval)
+        for note in self._said.notes(batch, time.time()):
             self.log.log(note.level, "%s", note.message)
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:

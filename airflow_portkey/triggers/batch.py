@@ -7,7 +7,10 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_portkey._core.defaults import DEFAULT_MAX_TRANSIENT_FAILURES
+from airflow_portkey._core.defaults import (
+    DEFAULT_MAX_TRANSIENT_FAILURES,
+    DEFAULT_STILL_WAITING_EVERY,
+)
 from airflow_portkey._core.waits import WaitOutcome, WaitSpec, event_payload
 from airflow_portkey.batches import normalize_status
 from airflow_portkey.exceptions import PortkeyError
@@ -37,6 +40,8 @@ class PortkeyBatchTrigger(BaseTrigger):
     :param metadata: ``x-portkey-metadata`` of the task that deferred.
     :param first_poll_delay: seconds to wait before the first poll; the tasks pass their poll
         interval, since they read the batch just before deferring.
+    :param still_waiting_interval: seconds between "still waiting" log lines while a batch
+        shows no change (status changes and progress are logged as they happen).
     """
 
     def __init__(
@@ -54,6 +59,7 @@ class PortkeyBatchTrigger(BaseTrigger):
         trace_id: str | None = None,
         metadata: dict[str, str] | None = None,
         first_poll_delay: float = 0.0,
+        still_waiting_interval: float = DEFAULT_STILL_WAITING_EVERY,
     ) -> None:
         super().__init__()
         self.batch_ids = [batch_ids] if isinstance(batch_ids, str) else list(batch_ids)
@@ -68,6 +74,7 @@ class PortkeyBatchTrigger(BaseTrigger):
         self.trace_id = trace_id
         self.metadata = dict(metadata or {})
         self.first_poll_delay = float(first_poll_delay)
+        self.still_waiting_interval = float(still_waiting_interval)
         # Check everything now, in the worker, so a bad argument fails the task before deferral.
         self._specs = [self._spec(batch_id) for batch_id in self.batch_ids]
         if not self._specs:
@@ -83,6 +90,7 @@ class PortkeyBatchTrigger(BaseTrigger):
             max_transient_failures=self.max_transient_failures,
             backoff=self.exponential_backoff,
             first_poll_delay=self.first_poll_delay,
+            still_waiting_every=self.still_waiting_interval,
         )
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -101,6 +109,7 @@ class PortkeyBatchTrigger(BaseTrigger):
                 "trace_id": self.trace_id,
                 "metadata": dict(self.metadata),
                 "first_poll_delay": self.first_poll_delay,
+                "still_waiting_interval": self.still_waiting_interval,
             },
         )
 

@@ -64,3 +64,21 @@ def test_batch_that_never_finishes_times_out(mode, variant, wait_state, cancels,
     assert len(sent) == cancels
     expected = {"cancelling", "cancelled"} if cancels else {"in_progress"}
     assert emulator.get_batch(batch["id"])["status"] in expected
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_task_log_shows_where_the_batch_stands_and_its_status_changes(
+    mode, emulator, run_dag, finish_after_polls, capfd
+):
+    batch = emulator.add_batch(status="in_progress", hold=True, total=4)
+    finish_after_polls(batch["id"], "completed", polls=2)
+    result = run_dag(f"sensor_{mode}_wait", batch_id=batch["id"])
+    assert result.states["wait"] == "success"
+    captured = capfd.readouterr()
+    log = captured.out + captured.err
+    assert f"Batch {batch['id']} is in_progress: " in log
+    assert "/4 requests done (" in log
+    # Poke mode and the trigger keep one PollLog for the whole wait and log the change itself;
+    # each reschedule poke starts afresh and says where the batch stands.
+    final = "is now completed (was in_progress)" if mode != "reschedule" else "is completed"
+    assert f"Batch {batch['id']} {final}: " in log

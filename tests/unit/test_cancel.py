@@ -4,6 +4,8 @@ the rule is proven at the sans-IO seam in tests/core/test_cancel.py."""
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from airflow_portkey.batches import Batch, BatchStatus
@@ -193,6 +195,23 @@ def test_cancel_logs_the_batch_it_left(
     batch = hook.cancel_batch(batch_id)
     assert f"Cancel requested: {batch.describe()}" in logs.messages
     assert f"batch {batch_id} is cancelling" in batch.describe()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_cancel_of_a_finished_batch_logs_one_line_saying_it_was_left_alone(
+    emulator: PortkeyEmulator, hook: PortkeyHook, logs: pytest.LogCaptureFixture, mode: str
+) -> None:
+    batch_id = emulator.add_batch(status="completed")["id"]
+    if mode == "sync":
+        cancel(hook, batch_id, mode)
+    else:
+        run_async(hook, lambda: hook.acancel_batches([batch_id]))
+    about_it = [
+        r.getMessage()
+        for r in logs.records
+        if r.levelno >= logging.INFO and batch_id in r.getMessage()
+    ]
+    assert about_it == [f"Batch {batch_id} was already completed; left alone"]
 
 
 def test_cancelling_many_logs_one_summary_line(

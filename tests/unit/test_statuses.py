@@ -156,5 +156,5 @@ def test_poking_sensor_logs_an_unknown_status_once_and_progress_on_change(
         f"Batch {seeded['id']} reports status 'thinking_hard', which this provider does not "
         "know; waiting on until it changes or the deadline passes"
     ]
-    progress = [m for level, m in messages if level == "INFO" and m.startswith("batch ")]
-    assert len(progress) == 1  # the counts did not change between pokes
+    progress = [m for level, m in messages if level == "INFO" and m.startswith("Batch ")]
+    assert len(progress) == 1  # neither the status nor the counts changed between pokes
