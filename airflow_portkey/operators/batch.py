@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator
+from airflow.sdk import BaseOperator, literal
 
 # Only what a DAG file's parse needs loads here; the hook and the rest load in execute.
 from airflow_portkey._core.defaults import (
@@ -232,7 +232,9 @@ class PortkeyCreateBatchOperator(BaseOperator):
     with a teardown (``PortkeyCancelBatchOperator(...).as_teardown(setups=...)``).
 
     :param input: the requests: a list of dicts (``custom_id``, ``method``, ``url``, ``body``),
-        a local JSONL path, or an ObjectStoragePath (templated).
+        a local JSONL path, or an ObjectStoragePath. A path is templated; the requests
+        themselves are data and are never rendered, so a prompt may hold ``{{ }}`` or
+        ``{% %}`` (to fill prompts from the context, build the list in a ``@task``).
     :param endpoint: the endpoint every request goes to (templated).
     :param completion_window: the provider's completion window (templated).
     :param metadata: metadata for the batch (templated); the Airflow dag, run and task ids are
@@ -281,7 +283,8 @@ class PortkeyCreateBatchOperator(BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.input = input
+        # literal(): Airflow renders nothing inside it, so the requests reach Portkey as given.
+        self.input = literal(input) if isinstance(input, list | tuple) else input
         self.endpoint = endpoint
         self.completion_window = completion_window
         self.metadata = metadata
