@@ -2,12 +2,14 @@
 
 The first line printed is ``Portkey emulator listening on <base URL>``; with ``--tls`` the
 second is ``Portkey emulator CA certificate: <path>``, the PEM file a client verifies the
-server against.
+server against. The last is the shell line that points Airflow's connection at it:
+``export AIRFLOW_CONN_PORTKEY_DEFAULT='{...}'`` (``--conn-id`` names another connection).
 """
 
 from __future__ import annotations
 
 import argparse
+import shlex
 import shutil
 import signal
 import sys
@@ -35,6 +37,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--cancel-delay-s", type=float, default=0.1)
     p.add_argument("--no-record", action="store_true", help="keep counters only (benchmarks)")
     p.add_argument(
+        "--conn-id",
+        default="portkey_default",
+        help="the Airflow connection id the printed AIRFLOW_CONN_... line sets",
+    )
+    p.add_argument(
         "--tls",
         action="store_true",
         help="serve HTTPS with a throw-away certificate; prints the CA file to verify it with",
@@ -46,6 +53,13 @@ def _parser() -> argparse.ArgumentParser:
         help="with --tls, also write the CA certificate (PEM) to PATH",
     )
     return p
+
+
+def connection_line(emu: PortkeyEmulator, conn_id: str, ca_file: str | None) -> str:
+    """The shell line that points an Airflow connection at the emulator."""
+    extra = {"verify": ca_file} if ca_file is not None else {}
+    variable = "AIRFLOW_CONN_" + conn_id.upper()
+    return f"export {variable}={shlex.quote(emu.airflow_conn_json(**extra))}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -83,6 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"Portkey emulator listening on {emu.base_url}", flush=True)
     if ca_file is not None:
         print(f"Portkey emulator CA certificate: {ca_file}", flush=True)
+    print(connection_line(emu, args.conn_id, ca_file), flush=True)
     try:
         while not stop.wait(0.5):  # a timed wait lets the signal handler run promptly
             pass

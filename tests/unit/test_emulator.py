@@ -630,10 +630,12 @@ def test_raw_socket_pipelining_and_continue(emu: PortkeyEmulator) -> None:
         assert sock.recv(100).startswith(b"HTTP/1.1 401")  # no API key
 
 
-def test_cli_starts_and_stops_on_sigterm() -> None:
+def test_cli_starts_prints_the_connection_to_use_and_stops_on_sigterm(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     with subprocess.Popen(
-        [sys.executable, "-m", "airflow_portkey.testing", "--port", "0", "--no-record"],
+        [sys.executable, "-m", "airflow_portkey.testing", "--port", "0", "--api-key", "pk-x"],
         stdout=subprocess.PIPE,
         text=True,
         env=env,
@@ -646,6 +648,21 @@ def test_cli_starts_and_stops_on_sigterm() -> None:
             base = line.rsplit(" ", 1)[1]
             assert base.endswith("/v1")
             assert requests.get(base[: -len("/v1")] + "/_emulator/health").json()["ok"] is True
+            # The printed line works as it is: the shell reads the connection it sets.
+            export = proc.stdout.readline().strip()
+            assert export.startswith("export AIRFLOW_CONN_PORTKEY_DEFAULT='{")
+            shell = subprocess.run(
+                ["bash", "-c", f'{export}; printf %s "$AIRFLOW_CONN_PORTKEY_DEFAULT"'],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            conn = json.loads(shell.stdout)
+            assert (conn["conn_type"], conn["host"], conn["password"]) == ("portkey", base, "pk-x")
+            monkeypatch.setenv("AIRFLOW_CONN_PORTKEY_DEFAULT", shell.stdout)
+            from airflow_portkey.hooks.portkey import PortkeyHook
+
+            assert list(PortkeyHook().list_batches()) == []  # the key and host are accepted
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(5) == 0
         finally:
