@@ -13,8 +13,8 @@ install: $(READY)
 
 $(READY): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[test]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check 'uv>=0.7'
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -e . --group dev
 	touch $(READY)
 
 # npm ci installs exactly package-lock.json (no postinstall scripts: the gateway's
@@ -72,9 +72,9 @@ OLD_VENV       := .venv-airflow-$(OLDEST_AIRFLOW)
 
 $(OLD_VENV)/.ready: pyproject.toml
 	$(PYTHON) -m venv $(OLD_VENV)
-	$(OLD_VENV)/bin/python -m pip install --quiet --disable-pip-version-check uv
+	$(OLD_VENV)/bin/python -m pip install --quiet --disable-pip-version-check 'uv>=0.7'
 	$(OLD_VENV)/bin/uv pip install --quiet --python $(OLD_VENV)/bin/python \
-		"apache-airflow==$(OLDEST_AIRFLOW)" -e '.[test]'
+		"apache-airflow==$(OLDEST_AIRFLOW)" -e . --group dev
 	touch $(OLD_VENV)/.ready
 
 test-oldest-airflow: $(OLD_VENV)/.ready
