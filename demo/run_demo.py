@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import sys
@@ -93,7 +94,23 @@ def portkey(report: Report, use_gateway: bool) -> Iterator[tuple[Any, str, dict[
                 gateway.stop()
 
 
-def run_dags(report: Report, emu: Any) -> list[dict[str, Any]]:
+# What the tasks said about their batches (the provider's wait and cancel log lines), taken
+# from Airflow's log lines: "<time> [info     ] <message> [<logger>] loc=...".
+_LOG_LINE = re.compile(r"^\S+ \[\w+\s*\] (?P<message>.*?) \[[\w.]+\]( loc=\S+)?$")
+_BATCH_NEWS = re.compile(r"^(Batch \S+ (is |progress:|still |was already )|Cancel requested)")
+
+
+def batch_news(log_text: str) -> list[str]:
+    """The status changes, progress and cancel lines a DAG run's tasks logged, in order."""
+    lines = []
+    for line in log_text.splitlines():
+        match = _LOG_LINE.match(line.strip())
+        if match and _BATCH_NEWS.match(match["message"]):
+            lines.append(match["message"])
+    return lines
+
+
+def run_dags(report: Report, emu: Any, log_path: Path) -> list[dict[str, Any]]:
     from airflow.dag_processing.dagbag import DagBag
     from airflow.utils import db
 
@@ -117,8 +134,14 @@ def run_dags(report: Report, emu: Any) -> list[dict[str, Any]]:
     for dag_id, conf, what in plan:
         emu.clear_requests()
         started = time.monotonic()
+        log_start = log_path.stat().st_size
         dag_run = bag.get_dag(dag_id).test(run_conf=conf)
         runs.append(describe_run(dag_id, what, dag_run, emu, time.monotonic() - started))
+        sys.stdout.flush()
+        sys.stderr.flush()
+        with log_path.open("rb") as log:
+            log.seek(log_start)
+            runs[-1]["news"] = batch_news(log.read().decode("utf-8", "replace"))
     return runs
 
 
@@ -171,6 +194,10 @@ def print_report(report: Report, runs: list[dict[str, Any]]) -> None:
             else:
                 why = "not cancelled"
             report.line(f"  batch {batch_id}: {entry['status']} ({why})")
+        if run.get("news"):
+            report.line("  what the tasks logged about their batches:")
+            for line in run["news"]:
+                report.line(f"    {line}")
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -205,7 +232,7 @@ def main() -> int:
             )
             with output_to(log_path) as terminal:
                 report = Report(terminal)
-                runs = run_dags(report, emu)
+                runs = run_dags(report, emu, log_path)
             report = Report(sys.stdout)
             print_report(report, runs)
     except KeyboardInterrupt:
