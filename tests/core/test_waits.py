@@ -123,13 +123,14 @@ def test_each_new_unknown_word_is_said_once() -> None:
     said = [
         note.message
         for word in ["odd", "odd", "stranger", "odd"]
-        for note in log.notes(Batch.from_raw({"id": "b", "status": word}))
+        for note in log.notes(Batch.from_raw({"id": "b", "status": word}), START)
         if note.level == logging.WARNING
     ]
     assert [("'odd'" in m, "'stranger'" in m) for m in said] == [(True, False), (False, True)]
 
 
-def test_progress_is_said_when_the_counts_change_only() -> None:
+def test_progress_is_said_when_the_counts_or_the_status_change_only() -> None:
+    """The wording (elapsed time, estimate, "still waiting") is in test_poll_log.py."""
     run = wait(
         [
             batch(status="in_progress", request_counts=counts(1)),
@@ -138,9 +139,11 @@ def test_progress_is_said_when_the_counts_change_only() -> None:
             batch(status="completed", request_counts=counts(10)),
         ]
     )
-    assert run.said(logging.INFO) == [
-        "batch batch_1 is in_progress; 1/10 requests done (10%): 1 completed, 0 failed",
-        "batch batch_1 is in_progress; 4/10 requests done (40%): 4 completed, 0 failed",
+    assert [line.split("; ")[0] for line in run.said(logging.INFO)] == [
+        "Batch batch_1 is in_progress: 1/10 requests done (10%): 1 completed, 0 failed",
+        "Batch batch_1 progress: 4/10 requests done (40%): 4 completed, 0 failed",
+        "Batch batch_1 is now completed (was in_progress): 10/10 requests done (100%): "
+        "10 completed, 0 failed",
     ]
 
 
