@@ -56,10 +56,14 @@ def pytest_unconfigure(config: object) -> None:
 
 @pytest.fixture(scope="session")
 def airflow_db() -> None:
-    """A fresh metadata DB in the session's temporary AIRFLOW_HOME."""
+    """A fresh metadata DB in the session's temporary AIRFLOW_HOME.
+
+    The SQLite file is new, so it is created from the models at once (``initdb``); ``resetdb``
+    would first drop every table of an empty database.
+    """
     from airflow.utils import db
 
-    db.resetdb()
+    db.initdb()
 
 
 @dataclass

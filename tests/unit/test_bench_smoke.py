@@ -1,7 +1,8 @@
 """The benchmarks still run: each bench/ script in --smoke mode, as a subprocess.
 
-The five start together (most of a smoke run is a process importing Airflow, and the machine
-has two cores), then each test waits for its own and checks the figures it printed.
+The five start together as soon as collection ends (most of a smoke run is a process importing
+Airflow), at a lower priority, and run while the rest of the session does; these tests run
+last and each waits for its own script and checks the figures it printed.
 Smoke mode needs no baselines environment and writes no docs.
 """
 
@@ -100,30 +101,52 @@ class Run:
     figures: Path
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Run]]:
-    tmp = tmp_path_factory.mktemp("bench-smoke")
+def _lower_priority() -> None:
+    os.nice(19)  # idle time only: the rest of the session keeps the CPU it needs
+
+
+def start_runs(tmp: Path) -> dict[str, Run]:
+    """Start every script's smoke run; the session's conftest calls this as collection ends."""
     # A clean environment: no AIRFLOW_* settings of the test run leak into the benchmarks.
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
     started: dict[str, Run] = {}
+    for script in EXPECTED:
+        output, figures = tmp / f"{script}.out", tmp / f"{script}.json"
+        with output.open("wb") as sink:
+            proc = subprocess.Popen(
+                [sys.executable, str(BENCH / script), "--smoke", "--json", str(figures)],
+                cwd=REPO,
+                env=env,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                preexec_fn=_lower_priority if hasattr(os, "nice") else None,
+            )
+        started[script] = Run(proc, output, figures)
+    return started
+
+
+def stop_runs(started: dict[str, Run]) -> None:
+    for run in started.values():
+        if run.proc.poll() is None:
+            run.proc.kill()
+            run.proc.wait()
+
+
+RUNS = pytest.StashKey[dict[str, Run]]()
+
+
+@pytest.fixture(scope="module")
+def runs(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Run]]:
+    """The runs started when collection ended (tests/unit/conftest.py), else started now."""
+    started = request.config.stash.get(RUNS, None)
+    if started is None:
+        started = start_runs(tmp_path_factory.mktemp("bench-smoke"))
     try:
-        for script in EXPECTED:
-            output, figures = tmp / f"{script}.out", tmp / f"{script}.json"
-            with output.open("wb") as sink:
-                proc = subprocess.Popen(
-                    [sys.executable, str(BENCH / script), "--smoke", "--json", str(figures)],
-                    cwd=REPO,
-                    env=env,
-                    stdout=sink,
-                    stderr=subprocess.STDOUT,
-                )
-            started[script] = Run(proc, output, figures)
         yield started
     finally:
-        for run in started.values():
-            if run.proc.poll() is None:
-                run.proc.kill()
-                run.proc.wait()
+        stop_runs(started)
 
 
 @pytest.mark.parametrize("script", list(EXPECTED))
