@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -129,6 +130,19 @@ def test_metadata_names_links_python_versions_and_no_dev_tools(built: Built) -> 
     for tool in ("pytest", "ruff", "mypy"):
         assert tool not in requires, f"{tool} is a development tool, not a dependency"
     assert "test" not in (meta.get_all("Provides-Extra") or [])
+
+
+def test_readme_names_every_dependency_the_package_pulls_in(built: Built) -> None:
+    """The README's install section says what `pip install` brings; it must not drift."""
+    readme = (REPO / "README.md").read_text()
+    install = readme[readme.index("## Install") : readme.index("**Requirements**")]
+    named = set(re.findall(r"`([A-Za-z0-9_.-]+)(?:[<>=!~][^`]*)?`", install))
+    required = {
+        re.split(r"[\s<>=!~;\[(]", entry, maxsplit=1)[0]
+        for entry in _metadata(built).get_all("Requires-Dist")
+        if "extra ==" not in entry
+    }
+    assert required - named == set(), "dependencies the README's install section omits"
 
 
 def test_airflow_in_a_fresh_environment_shows_the_provider_and_its_documentation(
