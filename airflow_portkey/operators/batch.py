@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from airflow_portkey._core.waits import WaitOutcome
 
 XCom = dict[str, Any] | list[dict[str, Any]]
+_LiteralValue = type(literal(None))  # what airflow.sdk.literal wraps a value in
 
 
 def _is_one(value: object) -> bool:
@@ -306,7 +307,9 @@ class PortkeyCreateBatchOperator(BaseOperator):
         from airflow_portkey._core.waits import WaitSpec, event_payload
         from airflow_portkey.hooks.portkey import PortkeyHook
 
-        upload = upload_from(self.input)  # checked before any request
+        # Unwrapped here too: execute() may run without rendering (a unit test calls it).
+        requests = self.input.value if isinstance(self.input, _LiteralValue) else self.input
+        upload = upload_from(requests)  # checked before any request
         metadata = batch_metadata(self.metadata, _airflow_ids(context))
         hook = PortkeyHook(self.portkey_conn_id)
         file = hook.upload_file(upload.content, filename=upload.filename)
