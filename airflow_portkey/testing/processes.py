@@ -81,8 +81,9 @@ class EmulatorProcess:
         deadline = time.monotonic() + timeout
         while not self._announced():
             if self.popen.poll() is not None:
-                code = self.popen.returncode
-                raise RuntimeError(f"the emulator exited with {code}:\n{self.log_text()}")
+                code, output = self.popen.returncode, self.log_text()
+                self.stop()
+                raise RuntimeError(f"the emulator exited with {code}:\n{output}")
             if time.monotonic() > deadline:
                 self.stop()
                 raise TimeoutError(f"the emulator did not listen within {timeout:.0f}s")
