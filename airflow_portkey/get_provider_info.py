@@ -150,6 +150,16 @@ def get_provider_info() -> dict[str, Any]:
                         'A JSON object of strings added to x-portkey-metadata, e.g. {"team": '
                         '"ml"}, to filter Portkey\'s logs by. Not secret.',
                     ),
+                    "max_requests_per_second": {
+                        "label": "Max requests per second",
+                        "description": (
+                            "Optional cap on the requests each triggerer (and each task "
+                            "process) sends on this connection; more than 0, empty for no cap. "
+                            "Keep it under your Portkey plan's limit divided by the number of "
+                            "triggerers."
+                        ),
+                        "schema": {"type": ["number", "null"], "exclusiveMinimum": 0},
+                    },
                 },
                 "ui-field-behaviour": {
                     "hidden-fields": ["schema", "port", "login"],

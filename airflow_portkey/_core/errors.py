@@ -94,6 +94,10 @@ class PortkeyRateLimitError(PortkeyAPIError):
     """429: rate limited, still so once the retry budget was spent."""
 
 
+class PortkeyHeldBackError(PortkeyError):
+    """Nothing was sent: the connection's rate budget held the request until its deadline."""
+
+
 class PortkeyServerError(PortkeyAPIError):
     """5xx: Portkey or the provider failed, still so once the retry budget was spent."""
 

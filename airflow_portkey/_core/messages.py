@@ -38,6 +38,12 @@ class ApiRequest:
     """When true, a successful body is written to the caller's sink, not kept in memory."""
     idempotent: bool = True
     """False for a request that must not be repeated once the server may have acted on it."""
+    share_for: float = 0.0
+    """Seconds an answer to the same read, made for another wait on the same connection and
+    loop, may stand in for this one (0: never shared). Only reads set it."""
+    deadline: float | None = None
+    """Unix time after which the request is not worth sending: the connection's rate budget
+    may hold it back until then, not beyond (the driver answers :class:`HeldBack`)."""
 
     def describe(self) -> str:
         return f"{self.method} {self.path}"
@@ -74,5 +80,15 @@ class Note:
     message: str
 
 
+@dataclass(frozen=True, slots=True)
+class HeldBack:
+    """Nothing was sent: the connection's rate budget would have held the request past its
+    deadline, and the driver has waited until that deadline instead."""
+
+    seconds: float
+    """How long the budget would still have held it."""
+
+
 Outcome = ApiResponse | TransportFailure
-Plan = Generator[ApiRequest | Wait | Note, Outcome | None, T]
+Reply = Outcome | HeldBack
+Plan = Generator[ApiRequest | Wait | Note, Reply | None, T]

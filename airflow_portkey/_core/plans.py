@@ -4,6 +4,7 @@ style of h11). Transports only drive them, so each rule here exists once.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 from collections.abc import Callable
@@ -20,11 +21,13 @@ from airflow_portkey._core.endpoints import (
 from airflow_portkey._core.errors import (
     PortkeyAPIError,
     PortkeyConflictError,
+    PortkeyHeldBackError,
     PortkeyResponseError,
     PortkeyTransportError,
 )
 from airflow_portkey._core.messages import (
     ApiRequest,
+    HeldBack,
     Outcome,
     Plan,
     TransportFailure,
@@ -61,6 +64,11 @@ def send(ctx: CallContext, request: ApiRequest) -> Plan[Any]:
     while True:
         outcome = yield request
         assert outcome is not None, "a transport must answer every request"
+        if isinstance(outcome, HeldBack):
+            raise PortkeyHeldBackError(
+                f"{request.describe()} was not sent: connection {ctx.conn_id!r}'s rate budget "
+                f"held it back until its deadline ({outcome.seconds:.1f}s more were needed)"
+            )
         try:
             return _read(ctx, request, outcome)
         except (PortkeyTransportError, PortkeyAPIError) as error:
@@ -97,8 +105,14 @@ def _read(ctx: CallContext, request: ApiRequest, outcome: Outcome) -> Any:
     return parse_json(outcome, request)
 
 
-def get_batch(ctx: CallContext, batch_id: str) -> Plan[Batch]:
+def get_batch(
+    ctx: CallContext, batch_id: str, *, share_for: float = 0.0, deadline: float | None = None
+) -> Plan[Batch]:
+    """Read a batch; a wait may take another wait's read up to ``share_for`` seconds old, and
+    the rate budget may hold it back until ``deadline`` (Unix time), not beyond."""
     request = get_batch_request(batch_id)
+    if share_for or deadline is not None:
+        request = dataclasses.replace(request, share_for=share_for, deadline=deadline)
     body = yield from send(ctx, request)
     return read_batch(body, request)
 

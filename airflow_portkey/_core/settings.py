@@ -58,6 +58,7 @@ KNOWN_EXTRAS = frozenset(
         "connect_timeout",
         "max_retries",
         "retry_budget",
+        "max_requests_per_second",
         "verify",
         "secret_headers",
         "metadata",
@@ -87,6 +88,9 @@ class PortkeySettings:
     read_timeout: float = DEFAULT_READ_TIMEOUT
     max_retries: int = DEFAULT_MAX_RETRIES
     retry_budget: float = DEFAULT_RETRY_BUDGET
+    max_requests_per_second: float | None = None
+    """Cap on the requests one event loop (a triggerer) or one process (tasks) sends on this
+    connection; None: no cap (a 429's Retry-After still holds every request on it)."""
     verify: bool | str = True
     extra_headers: Mapping[str, str] = field(default_factory=dict)
     metadata: Mapping[str, str] = field(default_factory=dict)
@@ -381,6 +385,11 @@ def settings_from_connection(
         ),
         retry_budget=reader.number(
             "retry_budget", DEFAULT_RETRY_BUDGET, minimum=0, exclusive=False
+        ),
+        max_requests_per_second=(
+            None
+            if reader.extras.get("max_requests_per_second") is None
+            else reader.number("max_requests_per_second", 0, minimum=0, exclusive=True)
         ),
         verify=reader.flag_or_path("verify"),
         extra_headers=reader.header_map("secret_headers"),

@@ -29,6 +29,7 @@ from airflow_portkey._core.defaults import (
 )
 from airflow_portkey._core.errors import (
     PortkeyAPIError,
+    PortkeyHeldBackError,
     PortkeyRateLimitError,
     PortkeyServerError,
     PortkeyTimeoutError,
@@ -211,8 +212,15 @@ def wait_for_batch(
     if spec.first_poll_delay > 0:
         yield Wait(max(0.0, min(spec.first_poll_delay, spec.deadline - clock())), "")
     while True:
+        held_back = False
         try:
-            batch = yield from plans.get_batch(ctx, spec.batch_id)
+            # Waits on one batch share reads (one request per interval between them); the
+            # connection's rate budget may delay a poll, up to the deadline and no further.
+            batch = yield from plans.get_batch(
+                ctx, spec.batch_id, share_for=interval, deadline=spec.deadline
+            )
+        except PortkeyHeldBackError:
+            held_back = True  # not a failed poll: the deadline check below ends the wait
         except TRANSIENT_ERRORS as error:
             failures += 1
             if failures > spec.max_transient_failures:
@@ -235,8 +243,9 @@ def wait_for_batch(
         remaining = spec.deadline - clock()
         if remaining <= 0:
             state = last.describe() if last else "never read"
+            why = " (the last poll held back by the connection's rate limit)" if held_back else ""
             return WaitOutcome(
-                "timeout", spec.batch_id, last, f"deadline passed while waiting; {state}"
+                "timeout", spec.batch_id, last, f"deadline passed while waiting{why}; {state}"
             )
         yield Wait(min(interval, remaining), "")
         if spec.backoff:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import os
 import shutil
 import sys
@@ -31,6 +32,7 @@ from airflow_portkey._core.messages import (
     Note,
     Outcome,
     Plan,
+    Reply,
     Upload,
     Wait,
 )
@@ -41,6 +43,7 @@ from airflow_portkey._core.trace import trace_from_context, trace_headers
 from airflow_portkey._core.waits import WaitOutcome, WaitSpec, wait_for_batch
 from airflow_portkey.batches import Batch
 from airflow_portkey.exceptions import PortkeyConfigError, PortkeyError
+from airflow_portkey.hooks import _pacing
 from airflow_portkey.hooks._connections import mask_sync, settings_of, shared_connection
 
 if TYPE_CHECKING:
@@ -195,7 +198,7 @@ class PortkeyHook(BaseHook):
             self._sync = SyncTransport(self.settings, self._headers)
         return self._sync
 
-    def _advance(self, plan: Plan[T], reply: Outcome | None) -> tuple[bool, Any]:
+    def _advance(self, plan: Plan[T], reply: Reply | None) -> tuple[bool, Any]:
         """Feed ``reply`` to the plan and log its notes; return (done, result or next action)."""
         while True:
             try:
@@ -218,9 +221,15 @@ class PortkeyHook(BaseHook):
         transport: SyncTransport | None = None,
     ) -> T:
         """Drive a protocol plan over requests (the hook's session unless given another),
-        sleeping between retries."""
+        sleeping between retries.
+
+        Requests keep to the connection's rate budget in this process (see
+        :mod:`airflow_portkey.hooks._pacing`).
+        """
         transport = transport or self._sync_transport()
-        reply: Outcome | None = None
+        pace = _pacing.process_pace(self.settings) if _pacing.enabled else None
+        hold_cap = self.call_context.policy.retry_after_cap
+        reply: Reply | None = None
         while True:
             done, action = self._advance(plan, reply)
             if done:
@@ -228,24 +237,40 @@ class PortkeyHook(BaseHook):
             if isinstance(action, Wait):
                 time.sleep(action.seconds)
                 reply = None
-            else:
+            elif pace is None:
                 reply = transport.send(action, sink)
+            else:
+                send = functools.partial(transport.send, action, sink)
+                reply = pace.send(action, send, hold_cap)
 
     # -- async transport (lean HTTP/1.1 client; httpx behind a proxy) --------------------------
 
     async def arun(self, plan: Plan[T]) -> T:
-        """Drive a protocol plan without blocking the event loop."""
+        """Drive a protocol plan without blocking the event loop.
+
+        Requests keep to the connection's rate budget on this loop, and waits on one batch
+        share their reads (see :mod:`airflow_portkey.hooks._pacing`). A wait handed another
+        wait's answer sleeps that answer's age less before its next poll, so waits on one batch
+        fall into step and share every read after the first.
+        """
         client = await self._aclient()
-        reply: Outcome | None = None
+        pace = _pacing.loop_pace(await self.aget_settings()) if _pacing.enabled else None
+        hold_cap = (await self.acall_context()).policy.retry_after_cap
+        seen: dict[str, float] = {}
+        reply: Reply | None = None
+        age = 0.0
         while True:
             done, action = self._advance(plan, reply)
             if done:
                 return action  # type: ignore[no-any-return]
             if isinstance(action, Wait):
-                await asyncio.sleep(action.seconds)
-                reply = None
-            else:
+                await asyncio.sleep(max(0.0, action.seconds - age))
+                reply, age = None, 0.0
+            elif pace is None:
                 reply = await self._asend(client, action)
+            else:
+                send = functools.partial(self._asend, client, action)
+                reply, age = await pace.send(action, send, seen, hold_cap)
 
     async def _aclient(self) -> AsyncJsonClient | HttpxJsonClient:
         if self._async_client is None:

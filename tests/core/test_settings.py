@@ -225,6 +225,27 @@ def test_unknown_extras_are_named_sorted() -> None:
         pytest.param(
             None,
             API_KEY,
+            {"provider": "@x", "max_requests_per_second": 0},
+            ["extra 'max_requests_per_second'", "greater than 0"],
+            id="max-requests-per-second-zero",
+        ),
+        pytest.param(
+            None,
+            API_KEY,
+            {"provider": "@x", "max_requests_per_second": "fast"},
+            ["extra 'max_requests_per_second'", "number"],
+            id="max-requests-per-second-text",
+        ),
+        pytest.param(
+            None,
+            API_KEY,
+            {"provider": "@x", "max_requests_per_second": True},
+            ["extra 'max_requests_per_second'", "number"],
+            id="max-requests-per-second-bool",
+        ),
+        pytest.param(
+            None,
+            API_KEY,
             {"provider": "@x", "headers": "not json"},
             ["extra 'headers'", "JSON object"],
             id="headers-not-json",
@@ -356,6 +377,19 @@ def test_timeouts_and_retries_from_extras() -> None:
     assert settings.verify is False
     assert settings.api_key is None
     assert not settings.is_hosted
+
+
+def test_max_requests_per_second_is_off_unless_set() -> None:
+    unset = settings_from_connection("pk", host=None, password="pk-x", extra={"provider": "@p"})
+    blank = settings_from_connection(
+        "pk", host=None, password="pk-x", extra={"provider": "@p", "max_requests_per_second": ""}
+    )
+    capped = settings_from_connection(
+        "pk", host=None, password="pk-x", extra={"provider": "@p", "max_requests_per_second": "45"}
+    )
+    assert (unset.max_requests_per_second, blank.max_requests_per_second) == (None, None)
+    assert capped.max_requests_per_second == 45.0
+    assert not capped.unknown_extras
 
 
 def test_defaults_give_every_request_a_timeout() -> None:
