@@ -42,6 +42,13 @@ def _parser() -> argparse.ArgumentParser:
         help="the Airflow connection id the printed AIRFLOW_CONN_... line sets",
     )
     p.add_argument(
+        "--rate-limit",
+        type=float,
+        default=None,
+        metavar="N",
+        help="answer 429 with Retry-After beyond N requests a second per key, as OpenAI does",
+    )
+    p.add_argument(
         "--tls",
         action="store_true",
         help="serve HTTPS with a throw-away certificate; prints the CA file to verify it with",
@@ -68,6 +75,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.ca_file and not args.tls:
         parser.error("--ca-file needs --tls")
+    if args.rate_limit is not None and not args.rate_limit > 0:
+        parser.error("--rate-limit must be more than 0")
     stop = threading.Event()
 
     def _on_signal(signum: int, frame: FrameType | None) -> None:
@@ -88,6 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         speed=args.speed,
         record=not args.no_record,
         tls=args.tls,
+        rate_limit=args.rate_limit,
     )
     ca_file = emu.ca_file
     if ca_file is not None and args.ca_file:

@@ -58,6 +58,13 @@ def match_route(method: str, path: str) -> tuple[str | None, str | None]:
     return None, None
 
 
+def _caller(req: Request, mode: str) -> str:
+    """Whose rate limit a request counts against: the Portkey key, or the provider's key."""
+    if mode == "hosted":
+        return req.headers.get("x-portkey-api-key", "")
+    return req.headers.get("authorization", "")
+
+
 class Api:
     """Answers one request; called on the server thread."""
 
@@ -89,6 +96,11 @@ class Api:
                             received_at=time.monotonic(),
                         )
                     )
+                if state.limit is not None and route is not None:
+                    wait_s = state.limit.admit(_caller(req, state.settings.mode), time.monotonic())
+                    if wait_s is not None:
+                        state.counts["rate_limited"] = state.counts.get("rate_limited", 0) + 1
+                        return state.limit.refusal(wait_s, self._provider(req, batch_id))
                 fault = take(state.faults, req.method, route, batch_id) if state.faults else None
                 if fault is not None:
                     return fault_result(

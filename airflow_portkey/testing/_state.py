@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from ._batch import Batch
 from ._files import StoredFile
+from ._limits import RequestLimit
 from ._records import Fault, RecordedRequest
 
 
@@ -51,6 +52,7 @@ class State:
         self.faults: list[Fault] = []
         self.requests: list[RecordedRequest] = []
         self.counts: dict[str, int] = {}
+        self.limit: RequestLimit | None = None
 
     def insert(self, batch: Batch) -> None:
         """Store a new batch (its id must be free)."""

@@ -20,6 +20,7 @@ from ._api import Api
 from ._batch import DURATION_KEYS, FLAVOURS, OUTCOMES, Batch, new_batch_id
 from ._control import handle_control
 from ._http import HttpServer
+from ._limits import RequestLimit
 from ._records import FAULT_KINDS, ROUTE_NAMES, Fault, RecordedRequest
 from ._responses import Request, Response
 from ._state import Clock, Settings, State
@@ -34,6 +35,10 @@ class PortkeyEmulator:
     mode "hosted" checks headers like api.portkey.ai; mode "upstream" acts as an
     OpenAI-compatible provider behind the real Portkey gateway (Authorization only).
     Batch lifecycles follow the emulator clock: real elapsed time * speed + advance().
+
+    rate_limit=N answers 429 with Retry-After, as OpenAI does, to requests beyond N a second per
+    key (the Portkey API key; behind the gateway, the provider key); refused requests are
+    counted under ``counts["rate_limited"]``.
 
     tls=True serves HTTPS, as api.portkey.ai does, with a certificate for the host and the
     loopback names signed by a throw-away CA: a client trusts it through ``ca_file`` (e.g. a
@@ -55,6 +60,7 @@ class PortkeyEmulator:
         speed: float = 1.0,
         record: bool = True,
         tls: bool = False,
+        rate_limit: float | None = None,
     ) -> None:
         if mode not in _MODES:
             raise ValueError(f"mode must be one of {_MODES}, not {mode!r}")
@@ -70,6 +76,7 @@ class PortkeyEmulator:
         self.provider_api_key = provider_api_key
         settings = Settings(mode, api_key, provider_api_key, durations, record)
         self._state = State(settings, Clock(speed))
+        self.set_rate_limit(rate_limit)
         self._api = Api(self._state, self._control)
         self.tls = bool(tls)
         self._ca_file: str | None = None
@@ -235,6 +242,12 @@ class PortkeyEmulator:
         with self._state.lock:
             self._state.clock.offset += float(seconds)
 
+    def set_rate_limit(self, per_second: float | None) -> None:
+        """Refuse requests beyond ``per_second`` a second per key with 429 (None: no limit)."""
+        limit = None if per_second is None else RequestLimit(float(per_second))
+        with self._state.lock:
+            self._state.limit = limit
+
     # -- faults ---------------------------------------------------------------------------
 
     def add_fault(
@@ -304,7 +317,8 @@ class PortkeyEmulator:
 
     @property
     def counts(self) -> dict[str, int]:
-        """Requests per route name ("unknown" for unmatched paths); kept even with record=False."""
+        """Requests per route name ("unknown" for unmatched paths, "rate_limited" for those the
+        rate limit refused, counted under their route too); kept even with record=False."""
         with self._state.lock:
             return dict(self._state.counts)
 
