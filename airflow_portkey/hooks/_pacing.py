@@ -19,14 +19,25 @@ from airflow_portkey._core.messages import ApiRequest, HeldBack, Outcome, Reply
 from airflow_portkey._core.pacing import MAX_HOLD_S, RateBudget, SharedReads, paced, share_key
 from airflow_portkey._core.settings import PortkeySettings
 
-ConnectionKey = tuple[str, str]
+ConnectionKey = tuple[str | None, ...]
 
 # False sends every request at once, as before the shared budget (the benchmarks' baseline).
 enabled = True
 
 
 def connection_key(settings: PortkeySettings) -> ConnectionKey:
-    return (settings.conn_id, settings.base_url)
+    """One budget per connection as the server counts it: the same id, URL, keys and routing
+    (a connection whose secrets or upstream changed starts afresh)."""
+    return (
+        settings.conn_id,
+        settings.base_url,
+        settings.api_key,
+        settings.virtual_key,
+        settings.provider,
+        settings.config,
+        settings.provider_api_key,
+        settings.custom_host,
+    )
 
 
 @dataclass(eq=False)
