@@ -158,7 +158,11 @@ def get_provider_info() -> dict[str, Any]:
                             "Keep it under your Portkey plan's limit divided by the number of "
                             "triggerers."
                         ),
-                        "schema": {"type": ["number", "null"], "exclusiveMinimum": 0},
+                        "schema": {
+                            "type": ["number", "null"],
+                            "default": None,
+                            "exclusiveMinimum": 0,
+                        },
                     },
                 },
                 "ui-field-behaviour": {

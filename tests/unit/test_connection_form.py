@@ -100,6 +100,7 @@ def test_every_text_field_value_from_the_form_is_accepted_by_the_hook() -> None:
         "connect_timeout",
         "max_retries",
         "retry_budget",
+        "max_requests_per_second",
     } == set(FIELDS)
     settings = settings_from_connection("form", host=None, password="pk", extra=extra)
     assert settings.deprecated_extras == ()
