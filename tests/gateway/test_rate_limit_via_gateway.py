@@ -3,41 +3,42 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
-from airflow_portkey._core.waits import terminal_spec
+import pytest
+
+from airflow_portkey.exceptions import PortkeyRateLimitError
 from airflow_portkey.hooks.portkey import PortkeyHook
 from airflow_portkey.testing import PortkeyEmulator
 
 
-def test_a_relayed_429_holds_every_wait_on_the_connection_until_retry_after(
+def test_a_relayed_429_holds_every_other_request_on_the_connection_until_retry_after(
     make_conn, emulator: PortkeyEmulator
 ) -> None:
-    # Three requests a second: six waits that start together meet the limit at once.
-    emulator.set_rate_limit(3)
-    batch_ids = [
-        emulator.add_batch(hold=False, durations={"in_progress": 1.0, "finalizing": 0.1})["id"]
-        for _ in range(6)
-    ]
-    conn_id = make_conn("portkey_rate_gateway")
+    # Two requests a second: two reads take them, the third is refused (Retry-After: 1).
+    emulator.set_rate_limit(2)
+    first, refused, other = (emulator.add_batch()["id"] for _ in range(3))
+    conn_id = make_conn("portkey_rate_gateway", max_retries=0)
 
-    async def wait_all() -> list[str]:
-        hooks = [PortkeyHook(conn_id) for _ in batch_ids]
-        deadline = time.time() + 60
+    async def scenario() -> None:
+        hooks = [PortkeyHook(conn_id) for _ in range(3)]
         try:
-            waits = [
-                hook.await_batches([terminal_spec(b, deadline=deadline, poll_interval=0.2)])
-                for hook, b in zip(hooks, batch_ids, strict=True)
-            ]
-            return [outcome.status for (outcome,) in await asyncio.gather(*waits)]
+            await hooks[0].aget_batch(first)
+            await hooks[0].aget_batch(first)
+            with pytest.raises(PortkeyRateLimitError):
+                await hooks[1].aget_batch(refused)
+            # Two other waits on the loop, after the refusal: both held, then served (the
+            # bucket refilled), where sent at once they would have been refused too.
+            await asyncio.gather(hooks[2].aget_batch(other), hooks[0].aget_batch(first))
         finally:
             for hook in hooks:
                 await hook.aclose()
 
-    assert asyncio.run(wait_all()) == ["success"] * len(batch_ids)
-    assert emulator.counts["rate_limited"] >= 3
-    received = sorted(r.received_at for r in emulator.requests_to(route="batches.get"))
-    # The first six left together; three were refused with Retry-After: 1 (through the
-    # gateway). Alone, the three others would have polled again 0.2 s later; held, none did.
-    first_burst, after = received[:6], received[6:]
-    assert after and after[0] - first_burst[0] >= 0.9
+    asyncio.run(scenario())
+    assert emulator.counts["rate_limited"] == 1
+    received = {(r.batch_id, n): r.received_at for n, r in enumerate(emulator.requests)}
+    (refused_at,) = [at for (batch_id, _), at in received.items() if batch_id == refused]
+    later = [at for (batch_id, n), at in received.items() if n >= 3]
+    assert len(later) == 2
+    # Sent no sooner than Retry-After after the 429 came back, so received at least that long
+    # after the refused request was.
+    assert min(later) - refused_at >= 1.0
