@@ -46,11 +46,19 @@ gateway-tests: install $(NODE_READY)
 test: lint $(NODE_READY)
 	$(BIN)/pytest tests --ignore=tests/deployment
 
-# Tier 4 (deployment): Airflow's own processes (api-server, scheduler with LocalExecutor,
-# triggerer, dag-processor) on loopback and SQLite, against the emulator as a process of its own.
-# `make test` skips this tier (it needs PORTKEY_DEPLOYMENT_TESTS=1); it takes up to 10 minutes.
+# Tier 4 (deployment): Airflow distributed as production runs it, on loopback: PostgreSQL and
+# Redis (Debian's postgresql and redis-server packages; .ci/run installs them), CeleryExecutor
+# with two workers, scheduler, dag-processor, api-server and two triggerers, against the
+# emulator as a process of its own. `make test` skips this tier (it needs
+# PORTKEY_DEPLOYMENT_TESTS=1); it takes about 20 minutes on a 2-core machine.
+DEPLOY_READY := $(VENV)/.deploy-ready
+
+$(DEPLOY_READY): $(READY) pyproject.toml
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -e . --group dev --group deployment
+	touch $(DEPLOY_READY)
+
 .PHONY: test-deployment
-test-deployment: install
+test-deployment: $(DEPLOY_READY)
 	PORTKEY_DEPLOYMENT_TESTS=1 $(BIN)/pytest tests/deployment -s -p no:cacheprovider
 
 demo: install

@@ -1,4 +1,5 @@
-"""Tier 4 (deployment): Airflow's own processes on loopback against the emulator process.
+"""Tier 4 (deployment): Airflow distributed as production runs it (PostgreSQL, Redis,
+CeleryExecutor with two workers, two triggerers) on loopback, against the emulator process.
 
 Slow and process-heavy, so ``make test`` skips it; ``make test-deployment`` runs it
 (it sets PORTKEY_DEPLOYMENT_TESTS=1).
@@ -6,35 +7,31 @@ Slow and process-heavy, so ``make test`` skips it; ``make test-deployment`` runs
 
 from __future__ import annotations
 
-import contextlib
 import os
-import secrets
-import shutil
-import signal
-import tempfile
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.deployment.harness import (
-    BUDGET,
-    Airflow,
-    Deployment,
-    Emulator,
-    processes_of_run,
-    sigterm_as_interrupt,
-    stop_group,
-)
+from tests.deployment.harness import BUDGET, Deployment, deployment_running
 
 ENABLED = os.environ.get("PORTKEY_DEPLOYMENT_TESTS") == "1"
-# Waits stop this long after the session starts; stopping everything takes under 30 s more.
-BUDGET_S = float(os.environ.get("PORTKEY_DEPLOY_BUDGET_S", "530"))
-DAG_IDS = ("portkey_deploy_wait", "portkey_deploy_cancel", "portkey_deploy_many")
+# Waits stop this long after the session starts; stopping everything takes under a minute
+# more. The whole tier takes about 20 minutes on a 2-core machine.
+BUDGET_S = float(os.environ.get("PORTKEY_DEPLOY_BUDGET_S", "1800"))
+# Every DAG in tests/deployment/dags must be parsed before the tests start.
+DAG_IDS = tuple(
+    match
+    for source in sorted((Path(__file__).parent / "dags").glob("*.py"))
+    for match in re.findall(r"\bDAG\(\s*[\"']([\w.-]+)[\"']", source.read_text())
+)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # The secrets check reads the logs of every scenario, whatever module holds it: last.
+    items.sort(key=lambda item: Path(str(item.fspath)).name == "test_secrets.py")
     if ENABLED:
         return
     here = Path(__file__).parent
@@ -46,44 +43,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session")
 def deployment(request: pytest.FixtureRequest) -> Iterator[Deployment]:
-    root = Path(tempfile.mkdtemp(prefix="airflow-portkey-deploy-"))
-    marker = secrets.token_hex(8)
-    emulator: Emulator | None = None
-    airflow: Airflow | None = None
-    with sigterm_as_interrupt():
-        try:
-            started = time.monotonic()
-            BUDGET["deadline"] = started + BUDGET_S
-            airflow = Airflow.prepare(root, marker=marker)
-            emulator = Emulator.start(airflow.env, airflow.log_dir)
-            airflow.env["AIRFLOW_CONN_PORTKEY_DEFAULT"] = emulator.connection_json()
-            airflow.migrate()
-            for component in ("api-server", "dag-processor", "scheduler", "triggerer"):
-                airflow.start(component)
-            airflow.wait_ready(DAG_IDS)
-            deployment = Deployment(emulator, airflow, marker, root)
-            deployment.timings["startup_s"] = time.monotonic() - started
-            print(f"\ndeployment ready in {deployment.timings['startup_s']:.1f}s under {root}")
-            yield deployment
-        finally:
-            if airflow is not None:
-                print(f"\nCPU seconds by component: {airflow.cpu_report()}")
-                airflow.stop_all()
-            if emulator is not None:
-                stop_group(emulator.proc)
-            # Task processes live in process groups of their own, and one that ignores its
-            # SIGTERM outlives its supervisor's group: sweep whatever is left of the run.
-            leftovers = processes_of_run(marker, root)
-            if leftovers:
-                print(f"\nkilling processes that outlived their groups: {leftovers}")
-            for pid in leftovers:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            if leftovers:
-                time.sleep(1)
-            remaining = processes_of_run(marker, root)
-            if request.session.testsfailed or os.environ.get("PORTKEY_DEPLOY_KEEP"):
-                print(f"\ndeployment logs kept in {root / 'logs'}")
-            else:
-                shutil.rmtree(root, ignore_errors=True)
-            assert not remaining, f"processes of this run still alive: {remaining}"
+    BUDGET["deadline"] = time.monotonic() + BUDGET_S
+    with deployment_running(
+        DAG_IDS,
+        warm_up_dag="portkey_deploy_wait",
+        keep_logs=lambda: bool(request.session.testsfailed),
+    ) as d:
+        yield d

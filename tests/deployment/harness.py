@@ -1,5 +1,8 @@
-"""Tier 4 harness: the emulator and Airflow's own processes on loopback, each in its own
-process group, plus small HTTP clients for the emulator's control API and Airflow's REST API.
+"""Tier 4 harness: Airflow as production runs it, on loopback. PostgreSQL (metadata database)
+and Redis (Celery broker) from the Debian packages, Airflow's components (api-server,
+scheduler with CeleryExecutor, dag-processor, two triggerers, two Celery workers) and the
+emulator, each in a process group of its own, plus small HTTP clients for the emulator's
+control API and Airflow's REST API.
 
 Every process starts in the run's own folder with ``PORTKEY_DEPLOY_RUN=<marker>`` in its
 environment. Children inherit both, the task processes that Airflow puts into process groups of
@@ -18,6 +21,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -32,6 +36,9 @@ from airflow_portkey.testing.processes import EmulatorProcess
 T = TypeVar("T")
 
 DAG_SOURCES = Path(__file__).resolve().parent / "dags"
+# portkey_deploy_host: the hostname callable that names each component's "machine".
+PYLIB = Path(__file__).resolve().parent / "pylib"
+HOST_VAR = "PORTKEY_DEPLOY_HOST"
 VENV_BIN = Path(sys.executable).parent
 RUN_MARKER_VAR = "PORTKEY_DEPLOY_RUN"
 # Every wait ends by this monotonic time at the latest, so that a stuck run still ends (and
@@ -117,6 +124,10 @@ class Proc:
     name: str
     popen: subprocess.Popen[bytes]
     log_path: Path
+    # How stop_groups asks it to stop: PostgreSQL's postmaster wants SIGINT (fast shutdown)
+    # and alone; its backends, sharing its group, must not get a signal of their own.
+    stop_signal: signal.Signals = signal.SIGTERM
+    signal_leader_only: bool = False
 
     @property
     def pid(self) -> int:
@@ -133,8 +144,17 @@ class Proc:
         return "\n".join(text[-lines:])
 
 
-def start_process(name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> Proc:
-    """Start ``argv`` as the leader of a new session and process group, output to a log file."""
+def start_process(
+    name: str,
+    argv: list[str],
+    env: dict[str, str],
+    log_dir: Path,
+    *,
+    user: str | None = None,
+    cwd: Path | None = None,
+) -> Proc:
+    """Start ``argv`` as the leader of a new session and process group, output to a log file
+    (as ``user`` when given: PostgreSQL refuses to run as root)."""
     log_path = log_dir / f"{name}.log"
     with open(log_path, "ab") as log:
         popen = subprocess.Popen(
@@ -144,9 +164,41 @@ def start_process(name: str, argv: list[str], env: dict[str, str], log_dir: Path
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: stopped with killpg, children too
-            cwd=log_dir,
+            cwd=cwd or log_dir,
+            user=user,
+            group=None if user is None else _primary_group(user),
         )
     return Proc(name, popen, log_path)
+
+
+def _primary_group(user: str) -> int:
+    import pwd
+
+    return pwd.getpwnam(user).pw_gid
+
+
+def children_of(pid: int) -> list[int]:
+    """Every live descendant of ``pid`` (by parent pid), whatever its process group."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                stat = (entry / "stat").read_text()
+                fields = stat[stat.rindex(")") + 2 :].split()
+                if fields[0] != "Z":
+                    parents[int(entry.name)] = int(fields[1])
+    found: list[int] = []
+    frontier = [pid]
+    while frontier:
+        parent = frontier.pop()
+        kids = [child for child, ppid in parents.items() if ppid == parent]
+        found.extend(kids)
+        frontier.extend(kids)
+    return found
+
+
+def is_descendant(pid: int, ancestor: int) -> bool:
+    return pid in children_of(ancestor)
 
 
 def _killpg(pgid: int, sig: signal.Signals) -> None:
@@ -184,7 +236,11 @@ def cpu_seconds(pgid: int) -> float:
 def stop_groups(procs: list[Proc], *, grace: float = 20.0) -> None:
     """SIGTERM each process group, wait for them to empty, then SIGKILL what is left."""
     for proc in procs:
-        _killpg(proc.pid, signal.SIGTERM)
+        if proc.signal_leader_only:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, proc.stop_signal)
+        else:
+            _killpg(proc.pid, proc.stop_signal)
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
         for proc in procs:
@@ -203,8 +259,13 @@ def stop_group(proc: Proc, *, grace: float = 20.0) -> None:
 
 
 def kill_group_now(proc: Proc) -> None:
-    """SIGKILL the whole process group at once, as a crashed host would lose it."""
+    """SIGKILL the process group and every descendant at once, as a crashed host would lose
+    them (Airflow's task processes run in process groups of their own)."""
+    descendants = children_of(proc.pid)
     _killpg(proc.pid, signal.SIGKILL)
+    for pid in descendants:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     proc.popen.wait(timeout=10)
     wait_for(
         f"process group of {proc.name} to vanish", lambda: not group_members(proc.pid), timeout=10
@@ -285,27 +346,204 @@ def belongs_to_run(pid: int, root: Path) -> bool:
     return False
 
 
+def base_env(marker: str) -> dict[str, str]:
+    """The environment of every process of the run: ours without Airflow's or pytest's
+    settings, with the run marker and the venv's bin/ on PATH (Airflow starts its own
+    processes by name)."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("AIRFLOW", "PYTEST", "_AIRFLOW")) and k != "PYTHONPATH"
+    }
+    env.update(
+        {
+            RUN_MARKER_VAR: marker,
+            "PATH": f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
+            "SCARF_ANALYTICS": "false",
+            "DO_NOT_TRACK": "1",
+            "PYTHONUNBUFFERED": "1",
+            "NO_COLOR": "1",
+        }
+    )
+    return env
+
+
+# -- PostgreSQL and Redis -------------------------------------------------------------------
+
+
+def postgres_bin(program: str) -> str:
+    """A PostgreSQL server program: Debian keeps them in /usr/lib/postgresql/<ver>/bin,
+    off PATH. The newest installed version wins; PATH is the fallback."""
+    versions = sorted(
+        Path("/usr/lib/postgresql").glob(f"*/bin/{program}"),
+        key=lambda path: int(path.parts[-3]) if path.parts[-3].isdigit() else 0,
+    )
+    if versions:
+        return str(versions[-1])
+    found = shutil.which(program)
+    if found is None:
+        raise DeploymentError(
+            f"PostgreSQL's {program} not found: apt-get install postgresql (.ci/run does)"
+        )
+    return found
+
+
+def _service_user() -> str | None:
+    """Who runs PostgreSQL: ``postgres`` when we are root (it refuses root), else ourselves."""
+    return "postgres" if os.geteuid() == 0 else None
+
+
+INITDB = ("-E", "UTF8", "--no-locale", "--no-sync")
+
+
+@dataclass
+class Postgres:
+    """A fresh PostgreSQL cluster in a folder of the run, on a free loopback port, trusting
+    local connections, without durability (fsync off): the metadata database of one run."""
+
+    proc: Proc
+    port: int
+    database: str = "airflow"
+    user: str = "airflow"
+
+    @property
+    def login(self) -> list[str]:
+        return ["-U", self.user, self.database]
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        return f"postgresql+psycopg2://{self.user}@127.0.0.1:{self.port}/{self.database}"
+
+    @classmethod
+    def start(cls, root: Path, env: dict[str, str], log_dir: Path) -> Postgres:
+        owner = _service_user()
+        folder = root / "postgres"
+        data = folder / "data"
+        folder.mkdir()
+        if owner is not None:
+            shutil.chown(folder, owner, owner)
+        initdb = subprocess.run(
+            [postgres_bin("initdb"), "-D", str(data), "-U", "airflow", "-A", "trust", *INITDB],
+            env=env,
+            user=owner,
+            group=None if owner is None else _primary_group(owner),
+            cwd=folder,
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )
+        if initdb.returncode != 0:
+            raise DeploymentError(f"initdb failed: {initdb.stderr.decode()[-2000:]}")
+        port = free_port()
+        settings = {
+            "listen_addresses": "127.0.0.1",
+            "unix_socket_directories": str(folder),
+            "max_connections": "300",
+            "shared_buffers": "128MB",
+            # A throw-away cluster: durability costs disk syncs and buys nothing here.
+            "fsync": "off",
+            "synchronous_commit": "off",
+            "full_page_writes": "off",
+        }
+        argv = [postgres_bin("postgres"), "-D", str(data), "-p", str(port)]
+        for name, value in settings.items():
+            argv += ["-c", f"{name}={value}"]
+        proc = start_process("postgres", argv, env, log_dir, user=owner, cwd=folder)
+        proc.stop_signal, proc.signal_leader_only = signal.SIGINT, True
+        server = cls(proc, port)
+
+        def accepting() -> bool:
+            if not proc.alive():
+                raise DeploymentError(f"postgres exited:\n{proc.tail()}")
+            ready = subprocess.run(
+                [postgres_bin("pg_isready"), "-h", "127.0.0.1", "-p", str(port)],
+                capture_output=True,
+                check=False,
+            )
+            return ready.returncode == 0
+
+        wait_for("PostgreSQL to accept connections", accepting, timeout=60, interval=0.2)
+        created = subprocess.run(
+            [postgres_bin("createdb"), "-h", "127.0.0.1", "-p", str(port), *server.login],
+            env=env,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        if created.returncode != 0:
+            raise DeploymentError(f"createdb failed: {created.stderr.decode()[-2000:]}")
+        return server
+
+
+@dataclass
+class Redis:
+    """A Redis server on a free loopback port with a config of its own: no persistence."""
+
+    proc: Proc
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @classmethod
+    def start(cls, root: Path, env: dict[str, str], log_dir: Path) -> Redis:
+        server = shutil.which("redis-server") or "/usr/bin/redis-server"
+        if not Path(server).exists():
+            raise DeploymentError("redis-server not found: apt-get install redis-server")
+        folder = root / "redis"
+        folder.mkdir()
+        port = free_port()
+        config = folder / "redis.conf"
+        config.write_text(
+            f"bind 127.0.0.1\nport {port}\nprotected-mode yes\ndaemonize no\n"
+            f'dir {folder}\nsave ""\nappendonly no\nlogfile ""\ndatabases 1\n'
+        )
+        proc = start_process("redis", [server, str(config)], env, log_dir)
+
+        def listening() -> bool:
+            if not proc.alive():
+                raise DeploymentError(f"redis exited:\n{proc.tail()}")
+            with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+
+        wait_for("Redis to answer PING", listening, timeout=30, interval=0.2)
+        return cls(proc, port)
+
+
 # -- the emulator ---------------------------------------------------------------------------
 
 
 class Emulator:
-    """The Portkey emulator as a separate process, driven through /_emulator/."""
+    """The Portkey emulator as a separate process, driven through /_emulator/.
 
-    API_KEY = "pk-deploy"
-    PROVIDER_KEY = "sk-deploy"
+    Its keys are random per run, so that the secrets check can look for them in every log.
+    Batches that a task creates stay ``in_progress`` until a test flips them.
+    """
 
-    def __init__(self, proc: Proc, root_url: str) -> None:
+    def __init__(self, proc: Proc, root_url: str, api_key: str, provider_key: str) -> None:
         self.proc = proc
         self.root_url = root_url
         self.base_url = root_url + "/v1"
+        self.API_KEY = api_key
+        self.PROVIDER_KEY = provider_key
+
+    @property
+    def secrets(self) -> tuple[str, str]:
+        return (self.API_KEY, self.PROVIDER_KEY)
 
     @classmethod
     def start(cls, env: dict[str, str], log_dir: Path) -> Emulator:
+        api_key = "pk-deploy-" + secrets.token_hex(12)
+        provider_key = "sk-deploy-" + secrets.token_hex(12)
         process = EmulatorProcess(
             "--api-key",
-            cls.API_KEY,
+            api_key,
             "--provider-api-key",
-            cls.PROVIDER_KEY,
+            provider_key,
+            "--in-progress-s",
+            "86400",
             env=env,
             log_path=log_dir / "emulator.log",
             python=sys.executable,
@@ -315,17 +553,18 @@ class Emulator:
         except (RuntimeError, TimeoutError) as error:
             raise DeploymentError(f"the emulator did not start: {error}") from None
         assert process.popen is not None
-        return cls(Proc("emulator", process.popen, process.log_path), process.root_url)
+        proc = Proc("emulator", process.popen, process.log_path)
+        return cls(proc, process.root_url, api_key, provider_key)
 
-    def connection_json(self) -> str:
-        return json.dumps(
-            {
-                "conn_type": "portkey",
-                "host": self.base_url,
-                "password": self.API_KEY,
-                "extra": {"provider": "openai", "provider_api_key": self.PROVIDER_KEY},
-            }
-        )
+    def connection(self, conn_id: str = "portkey_default") -> dict[str, Any]:
+        """The connection as the REST API's POST /connections takes it."""
+        return {
+            "connection_id": conn_id,
+            "conn_type": "portkey",
+            "host": self.base_url,
+            "password": self.API_KEY,
+            "extra": json.dumps({"provider": "openai", "provider_api_key": self.PROVIDER_KEY}),
+        }
 
     def _control(self, method: str, path: str, body: Any = None) -> Any:
         return http_json(method, f"{self.root_url}/_emulator/{path}", body)
@@ -365,10 +604,17 @@ class Emulator:
 
 # -- Airflow --------------------------------------------------------------------------------
 
+# The components of the distributed deployment, by process name.
+TRIGGERERS = ("triggerer-1", "triggerer-2")
+WORKERS = ("worker-1", "worker-2")
+COMPONENTS = ("api-server", "dag-processor", "scheduler", *TRIGGERERS, *WORKERS)
+WORKER_CONCURRENCY = 2
+
 
 @dataclass
 class Airflow:
-    """Airflow's components as separate processes sharing one temporary AIRFLOW_HOME."""
+    """Airflow's components as separate processes sharing one temporary AIRFLOW_HOME, with
+    PostgreSQL as the metadata database and Redis as the Celery broker."""
 
     home: Path
     env: dict[str, str]
@@ -383,36 +629,52 @@ class Airflow:
         return f"http://127.0.0.1:{self.port}"
 
     @classmethod
-    def prepare(cls, root: Path, *, marker: str, parallelism: int = 4) -> Airflow:
+    def prepare(
+        cls,
+        root: Path,
+        *,
+        marker: str,
+        database_url: str,
+        broker_url: str,
+        parallelism: int = 8,
+        log_dir: Path | None = None,
+    ) -> Airflow:
+        from cryptography.fernet import Fernet
+
         home = root / "airflow-home"
         dags = home / "dags"
-        log_dir = root / "logs"
+        log_dir = log_dir or root / "logs"
         for folder in (home, dags, log_dir):
             folder.mkdir(parents=True, exist_ok=True)
         for source in sorted(DAG_SOURCES.glob("*.py")):
             shutil.copy(source, dags / source.name)
         port = free_port()
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("AIRFLOW", "PYTEST", "_AIRFLOW")) and k != "PYTHONPATH"
-        }
+        env = base_env(marker)
         env.update(
             {
-                RUN_MARKER_VAR: marker,
-                "PATH": f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
                 "AIRFLOW_HOME": str(home),
                 "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
                 "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-                "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+                "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+                "AIRFLOW__CORE__HOSTNAME_CALLABLE": "portkey_deploy_host.hostname",
+                "PYTHONPATH": str(PYLIB),
+                # Connections in the database are encrypted, as in production.
+                "AIRFLOW__CORE__FERNET_KEY": Fernet.generate_key().decode(),
                 "AIRFLOW__CORE__PARALLELISM": str(parallelism),
-                "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": "512",
-                "AIRFLOW__CORE__DEFAULT_POOL_TASK_SLOT_COUNT": "512",
+                "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": "2048",
+                "AIRFLOW__CORE__DEFAULT_POOL_TASK_SLOT_COUNT": "2048",
                 "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
                 "AIRFLOW__CORE__AUTH_MANAGER": SIMPLE_AUTH,
                 "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
                 "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
-                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database_url,
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_POOL_SIZE": "3",
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_MAX_OVERFLOW": "5",
+                "AIRFLOW__CELERY__BROKER_URL": broker_url,
+                "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + database_url,
+                "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(WORKER_CONCURRENCY),
+                "AIRFLOW__CELERY__SYNC_PARALLELISM": "1",
+                "AIRFLOW__CELERY__WORKER_ENABLE_REMOTE_CONTROL": "False",
                 "AIRFLOW__API__HOST": "127.0.0.1",
                 "AIRFLOW__API__PORT": str(port),
                 "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
@@ -424,19 +686,24 @@ class Airflow:
                 "AIRFLOW__SCHEDULER__JOB_HEARTBEAT_SEC": "2",
                 "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.5",
                 "AIRFLOW__SCHEDULER__MAX_TIS_PER_QUERY": "64",
+                # A task whose worker died is failed (and retried) 60 s after its last
+                # heartbeat, not 300 s.
+                "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "60",
+                "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
                 "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "2",
-                "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "15",
-                "AIRFLOW__TRIGGERER__MAX_TRIGGER_TO_SELECT_PER_LOOP": "250",
+                # A triggerer silent this long is dead: the other one takes its triggers.
+                # Airflow's default; lower is unsafe: a triggerer's main loop stalls for
+                # 15-20 s on a loaded 2-core machine when its first trigger arrives, and the
+                # triggerer whose triggers were taken calls their on_kill (docs/deployment.md).
+                "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "30",
+                # Small bites, so that both triggerers take a share of a burst of deferrals.
+                "AIRFLOW__TRIGGERER__MAX_TRIGGER_TO_SELECT_PER_LOOP": "50",
                 "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
                 "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "600",
                 "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
                 "AIRFLOW__DAG_PROCESSOR__PRINT_STATS_INTERVAL": "600",
                 "AIRFLOW__USAGE_DATA_COLLECTION__ENABLED": "False",
-                "SCARF_ANALYTICS": "false",
-                "DO_NOT_TRACK": "1",
                 "PORTKEY_DEPLOY_LEDGER": str(root / "ledger.txt"),
-                "PYTHONUNBUFFERED": "1",
-                "NO_COLOR": "1",
             }
         )
         return cls(home, env, port, log_dir)
@@ -467,28 +734,61 @@ class Airflow:
         if done.returncode != 0:
             raise DeploymentError(f"airflow db migrate failed:\n{log.read_text()[-4000:]}")
 
-    def start(self, component: str) -> Proc:
-        """Start ``airflow <component>`` (api-server, scheduler, triggerer, dag-processor)."""
-        if component in self.procs and self.procs[component].alive():
-            raise DeploymentError(f"{component} is already running")
-        if component in self.procs:
-            self.retired.append(self.procs.pop(component))
-        suffix = f"-{len([p for p in self.retired if p.name.startswith(component)]) + 1}"
-        argv = ["airflow", component]
-        if component in ("scheduler", "triggerer"):
+    def start(self, name: str) -> Proc:
+        """Start a component by its process name: ``api-server``, ``scheduler``,
+        ``dag-processor``, ``triggerer-<n>`` or ``worker-<n>`` (a Celery worker). A name that
+        ran before is started afresh (the old process is kept as retired)."""
+        if name in self.procs and self.procs[name].alive():
+            raise DeploymentError(f"{name} is already running")
+        if name in self.procs:
+            self.retired.append(self.procs.pop(name))
+        generation = len([p for p in self.retired if p.name.startswith(name + "#")]) + 1
+        component = name.split("-")[0] if name.startswith(("triggerer", "worker")) else name
+        pid_file = str(self.home / f"{name}.pid")  # each instance its own, or the second refuses
+        if component == "worker":
+            argv = ["airflow", "celery", "worker", "--celery-hostname", f"{name}@%h"]
+            argv += ["--concurrency", str(WORKER_CONCURRENCY), "--pid", pid_file]
+            argv += ["--without-gossip", "--without-mingle"]
+        else:
+            argv = ["airflow", component]
+            if component == "triggerer":
+                argv += ["--pid", pid_file]
+        if component in ("scheduler", "triggerer", "worker"):
             # Their log servers listen on every interface at fixed ports (8793, 8794): they
-            # would leave loopback and collide with other runs. The API server reads the task
+            # would leave loopback and collide with each other. The API server reads the task
             # and trigger logs from the shared local folder instead.
             argv.append("--skip-serve-logs")
-        proc = start_process(component + suffix, argv, self.env, self.log_dir)
-        self.procs[component] = proc
+        env = {**self.env, HOST_VAR: name}
+        proc = start_process(f"{name}#{generation}", argv, env, self.log_dir)
+        self.procs[name] = proc
         return proc
 
+    def triggerers(self) -> dict[str, Proc]:
+        return {n: p for n, p in self.procs.items() if n.startswith("triggerer")}
+
+    def workers(self) -> dict[str, Proc]:
+        return {n: p for n, p in self.procs.items() if n.startswith("worker")}
+
+    def wait_worker_ready(self, name: str, *, timeout: float = 120) -> None:
+        proc = self.procs[name]
+        wait_for(
+            f"Celery {name} to be ready",
+            lambda: self._check_alive() and " ready." in proc.log_path.read_text(errors="replace"),
+            timeout=timeout,
+            diagnose=self.diagnose,
+        )
+
+    def _check_alive(self) -> bool:
+        self.check_alive()
+        return True
+
     def stop_all(self) -> None:
-        # The scheduler and the triggerer first, so no more work starts; the API server last,
-        # since task processes talk to it while they wind down.
-        first = [p for n, p in self.procs.items() if n != "api-server"] + self.retired
+        # The scheduler and the triggerers first, so no more work starts; the workers next;
+        # the API server last, since task processes talk to it while they wind down.
+        first = [p for n, p in self.procs.items() if n in ("scheduler", "dag-processor")]
+        first += [p for n, p in self.procs.items() if n.startswith("triggerer")] + self.retired
         stop_groups(first)
+        stop_groups(list(self.workers().values()))
         stop_groups([p for n, p in self.procs.items() if n == "api-server"])
 
     def cpu_report(self) -> dict[str, float]:
@@ -498,7 +798,7 @@ class Airflow:
     def check_alive(self) -> None:
         dead = {name: p for name, p in self.procs.items() if not p.alive()}
         if dead:
-            raise DeploymentError(
+            raise UnexpectedState(
                 "Airflow component(s) exited: "
                 + "; ".join(f"{n} (rc={p.popen.returncode}):\n{p.tail()}" for n, p in dead.items())
             )
@@ -507,6 +807,14 @@ class Airflow:
         return "\n".join(
             f"--- {name} ({'alive' if p.alive() else f'rc={p.popen.returncode}'}) ---\n{p.tail(25)}"
             for name, p in self.procs.items()
+        )
+
+    def log_files(self) -> list[Path]:
+        """Every log Airflow wrote in this run: components' output, task and trigger logs."""
+        task_logs = Path(self.env["AIRFLOW__LOGGING__BASE_LOG_FOLDER"])
+        return sorted(
+            [p for p in task_logs.rglob("*") if p.is_file()]
+            + [p for p in self.log_dir.glob("*.log") if p.name.split("#")[0] in COMPONENTS]
         )
 
     # -- REST API v2 ------------------------------------------------------------------------
@@ -567,6 +875,10 @@ class Airflow:
         for dag_id in wanted:
             self.api("PATCH", f"dags/{dag_id}", {"is_paused": False})
         return time.monotonic() - start
+
+    def add_connection(self, body: dict[str, Any]) -> None:
+        """Store a connection in the metadata database through the REST API."""
+        self.api("POST", "connections", body)
 
     def trigger(self, dag_id: str, conf: dict[str, Any], run_id: str | None = None) -> str:
         body: dict[str, Any] = {"logical_date": None, "conf": conf}
@@ -690,7 +1002,7 @@ class Airflow:
         """
         needle = f"TaskInstanceKey(dag_id='{dag_id}', task_id='{task_id}', run_id='{run_id}',"
         count = 0
-        for log in self.log_dir.glob("scheduler-*.log"):
+        for log in self.log_dir.glob("scheduler#*.log"):
             for line in log.read_text(errors="replace").splitlines():
                 if "Received executor event with state" in line and needle in line:
                     count += 1
@@ -746,9 +1058,131 @@ def sigterm_as_interrupt() -> Iterator[None]:
 class Deployment:
     """What the tests get: the emulator, Airflow, and timings worth reporting."""
 
-    def __init__(self, emulator: Emulator, airflow: Airflow, marker: str, root: Path) -> None:
+    def __init__(
+        self,
+        emulator: Emulator,
+        airflow: Airflow,
+        marker: str,
+        root: Path,
+        postgres: Postgres | None = None,
+        redis: Redis | None = None,
+    ) -> None:
         self.emulator = emulator
         self.airflow = airflow
         self.marker = marker
         self.root = root
+        self.postgres = postgres
+        self.redis = redis
         self.timings: dict[str, float] = {}
+
+
+def warm_up_triggerers(
+    d: Deployment, dag_id: str, *, per_round: int = 4, rounds: int = 3
+) -> set[str]:
+    """Run throw-away waits of ``dag_id`` (one deferrable sensor on ``params.batch_id``) until
+    every triggerer has run one of them (or ``rounds`` are done); return the triggerers that did.
+
+    A triggerer's first trigger builds its in-process execution API, which stalls the
+    triggerer's main loop, heartbeat included, for 15-20 s on a loaded 2-core machine. The
+    scenarios' waits should not meet that stall: past [triggerer] triggerer_health_check_threshold
+    the other triggerer takes the stalled one's triggers, and the stalled one then calls their
+    on_kill as if a user had acted (Airflow 3.3.2), so a cancel_on_kill sensor cancels its batch.
+    """
+    af = d.airflow
+    wanted = set(af.triggerers())
+    seen: set[str] = set()
+    for _ in range(rounds):
+        runs = {af.trigger(dag_id, {"batch_id": b}): b for b in d.emulator.seed(per_round)}
+
+        def running_in_triggerer(run_id: str, batch_id: str) -> str | None:
+            (ti,) = by_task(af.task_instances(dag_id, run_id), "wait")
+            host = (ti.get("triggerer_job") or {}).get("hostname")
+            polls = len(d.emulator.requests("batches.get", [batch_id]))
+            return host if ti["state"] == "deferred" and host and polls >= 2 else None
+
+        for run_id, batch_id in runs.items():
+            host = wait_for(
+                "a warm-up wait to run in a triggerer",
+                lambda r=run_id, b=batch_id: running_in_triggerer(r, b),
+                timeout=300,
+                diagnose=af.diagnose,
+            )
+            seen.add(host)
+        for batch_id in runs.values():
+            d.emulator.set_status(batch_id, "completed")
+        for run_id in runs:
+            af.wait_run_state(dag_id, run_id, timeout=180)
+        if seen >= wanted:
+            break
+    return seen
+
+
+@contextlib.contextmanager
+def deployment_running(
+    dag_ids: Iterable[str],
+    *,
+    warm_up_dag: str | None = None,
+    keep_logs: Callable[[], bool] = lambda: False,
+) -> Iterator[Deployment]:
+    """Start the whole deployment in a fresh temporary folder, yield it, and stop every
+    process it started, by id, whatever happens (the run's leftovers are swept by marker)."""
+    root = Path(tempfile.mkdtemp(prefix="airflow-portkey-deploy-"))
+    root.chmod(0o711)  # PostgreSQL, running as its own user, must reach its folder inside
+    marker = secrets.token_hex(8)
+    log_dir = root / "logs"
+    log_dir.mkdir()
+    env = base_env(marker)
+    services: list[Proc] = []
+    emulator: Emulator | None = None
+    airflow: Airflow | None = None
+    with sigterm_as_interrupt():
+        try:
+            started = time.monotonic()
+            postgres = Postgres.start(root, env, log_dir)
+            services.append(postgres.proc)
+            redis = Redis.start(root, env, log_dir)
+            services.append(redis.proc)
+            emulator = Emulator.start(env, log_dir)
+            services.append(emulator.proc)
+            airflow = Airflow.prepare(
+                root,
+                marker=marker,
+                database_url=postgres.sqlalchemy_url,
+                broker_url=redis.url,
+                log_dir=log_dir,
+            )
+            airflow.migrate()
+            for name in COMPONENTS:
+                airflow.start(name)
+            airflow.wait_ready(dag_ids)
+            for name in WORKERS:
+                airflow.wait_worker_ready(name)
+            airflow.add_connection(emulator.connection())
+            deployment = Deployment(emulator, airflow, marker, root, postgres, redis)
+            if warm_up_dag is not None:
+                warm = warm_up_triggerers(deployment, warm_up_dag)
+                print(f"\ntriggerers warmed up: {sorted(warm)}")
+            deployment.timings["startup_s"] = time.monotonic() - started
+            print(f"\ndeployment ready in {deployment.timings['startup_s']:.1f}s under {root}")
+            yield deployment
+        finally:
+            if airflow is not None:
+                print(f"\nCPU seconds by component: {airflow.cpu_report()}")
+                airflow.stop_all()
+            stop_groups(services[::-1])  # the emulator, Redis, then PostgreSQL
+            # Task processes live in process groups of their own, and one that ignores its
+            # SIGTERM outlives its supervisor's group: sweep whatever is left of the run.
+            leftovers = processes_of_run(marker, root)
+            if leftovers:
+                print(f"\nkilling processes that outlived their groups: {leftovers}")
+            for pid in leftovers:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            if leftovers:
+                time.sleep(1)
+            remaining = processes_of_run(marker, root)
+            if keep_logs() or os.environ.get("PORTKEY_DEPLOY_KEEP"):
+                print(f"\ndeployment logs kept in {log_dir}")
+            else:
+                shutil.rmtree(root, ignore_errors=True)
+            assert not remaining, f"processes of this run still alive: {remaining}"
