@@ -1077,7 +1077,7 @@ class Deployment:
 
 
 def warm_up_triggerers(
-    d: Deployment, dag_id: str, *, per_round: int = 4, rounds: int = 3
+    d: Deployment, dag_id: str, *, per_round: int = 4, rounds: int = 2
 ) -> set[str]:
     """Run throw-away waits of ``dag_id`` (one deferrable sensor on ``params.batch_id``) until
     every triggerer has run one of them (or ``rounds`` are done); return the triggerers that did.
