@@ -608,7 +608,7 @@ class Emulator:
 TRIGGERERS = ("triggerer-1", "triggerer-2")
 WORKERS = ("worker-1", "worker-2")
 COMPONENTS = ("api-server", "dag-processor", "scheduler", *TRIGGERERS, *WORKERS)
-WORKER_CONCURRENCY = 2
+WORKER_CONCURRENCY = 4
 
 
 @dataclass
@@ -636,7 +636,7 @@ class Airflow:
         marker: str,
         database_url: str,
         broker_url: str,
-        parallelism: int = 8,
+        parallelism: int = 16,
         log_dir: Path | None = None,
     ) -> Airflow:
         from cryptography.fernet import Fernet
