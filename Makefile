@@ -61,6 +61,20 @@ $(DEPLOY_READY): $(READY) pyproject.toml
 test-deployment: $(DEPLOY_READY)
 	PORTKEY_DEPLOYMENT_TESTS=1 $(BIN)/pytest tests/deployment -s -p no:cacheprovider
 
+# The connection as a user meets it: Airflow's api-server (REST API and UI) on loopback, and the
+# connection form in Debian's Chromium through Selenium and Debian's chromedriver (installed
+# here when missing: no browser download). Under 5 minutes; `make test` skips it.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+.PHONY: test-ui chromium
+chromium:
+	@if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium chromium-driver; \
+	fi
+
+test-ui: install chromium
+	PORTKEY_UI_TESTS=1 $(BIN)/pytest tests/ui -s -p no:cacheprovider
+
 demo: install
 	@if command -v npm >/dev/null 2>&1; then $(MAKE) --no-print-directory node-install; \
 	else echo "Node.js not found: the demo talks to the emulator without the real gateway."; fi
