@@ -48,3 +48,14 @@ def test_sensor_waits_with_a_db_stored_connection(mode, db_connection, run_dag, 
     polls = emulator.requests_to(route="batches.get", batch_id=batch["id"])
     assert len(polls) >= 2
     assert {poll.headers["x-portkey-virtual-key"] for poll in polls} == {"vk-stored-in-db"}
+
+
+def test_deferrable_cancel_and_wait_with_a_db_stored_connection(db_connection, run_dag):
+    """The cancel operator's wait runs in the trigger: its lookup must find the DB row too."""
+    emulator = db_connection
+    batch = emulator.add_batch(status="in_progress", hold=True)
+    result = run_dag("cancel_wait_deferrable", batch_id=batch["id"])
+    assert result.states == {"cancel": "success"}
+    assert result.xcoms["cancel"]["status"] == "cancelled"
+    reads = emulator.requests_to(route="batches.get", batch_id=batch["id"])
+    assert reads and {r.headers["x-portkey-virtual-key"] for r in reads} == {"vk-stored-in-db"}

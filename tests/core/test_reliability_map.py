@@ -10,7 +10,7 @@ REPO = Path(__file__).resolve().parents[2]
 DOC = REPO / "docs" / "reliability.md"
 # "unit/test_x.py::test_a, ::test_b": a name without a file belongs to the last file named.
 REFERENCE = re.compile(
-    r"(?P<file>(?:core|unit|airflow|gateway|deployment|transport|packaging)/test_\w+\.py)|::(?P<test>test_\w+)"
+    r"(?P<file>(?:core|unit|airflow|gateway|ui|deployment|transport|packaging)/test_\w+\.py)|::(?P<test>test_\w+)"
 )
 
 

@@ -396,3 +396,43 @@ def test_defaults_give_every_request_a_timeout() -> None:
     settings = settings_from_connection("pk", host=None, password="pk-x", extra={"provider": "@p"})
     assert settings.connect_timeout > 0 and settings.read_timeout > 0
     assert settings.is_hosted
+
+
+# -- credential extras under names Airflow redacts ---------------------------------------------
+
+
+def test_old_credential_names_still_route_and_are_reported_for_migration() -> None:
+    found = settings(
+        {"virtual_key": "vk-old", "config": "pc-old", "headers": {"x-portkey-aws-secret": "aws-v"}}
+    )
+    assert (found.virtual_key, found.config) == ("vk-old", "pc-old")
+    assert found.extra_headers == {"x-portkey-aws-secret": "aws-v"}
+    assert found.deprecated_extras == ("virtual_key", "config", "headers")
+    assert found.unknown_extras == ()
+    hint = found.migration_hint()
+    assert hint is not None
+    assert "rename 'virtual_key' to 'secret_virtual_key', 'config' to 'secret_config', " in hint
+    assert "'headers' to 'secret_headers'" in hint
+
+
+def test_the_current_name_wins_over_the_old_one() -> None:
+    found = settings({"secret_virtual_key": "vk-new", "virtual_key": "vk-old"})
+    assert found.virtual_key == "vk-new"
+    assert found.deprecated_extras == ("virtual_key",)
+
+
+def test_current_names_need_no_migration() -> None:
+    found = settings({"secret_virtual_key": "vk-new", "secret_headers": {"x-a": "b"}})
+    assert found.deprecated_extras == () and found.migration_hint() is None
+
+
+def test_every_header_value_is_a_secret() -> None:
+    found = settings({"provider": "openai", "secret_headers": '{"x-amz-token": "tok-123456"}'})
+    assert "tok-123456" in found.secrets
+
+
+def test_an_error_names_the_extra_as_the_user_spelled_it() -> None:
+    with pytest.raises(PortkeyConfigError, match="extra 'config' must be a config id"):
+        settings({"config": "not-a-config"})
+    with pytest.raises(PortkeyConfigError, match="extra 'secret_config' must be a config id"):
+        settings({"secret_config": "not-a-config"})
