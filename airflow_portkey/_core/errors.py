@@ -36,6 +36,11 @@ class PortkeyResponseError(PortkeyTransportError):
     """An answer came but could not be read (malformed JSON, not the expected object)."""
 
 
+class PortkeyProtocolError(PortkeyResponseError):
+    """An answer about something other than what was asked (another batch's id): a kept-alive
+    connection out of step. Retried on a fresh connection."""
+
+
 class PortkeyAPIError(PortkeyError):
     """Portkey (or the provider behind it) answered with an error status."""
 

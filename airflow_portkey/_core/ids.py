@@ -52,3 +52,9 @@ def check_batch_id(batch_id: object) -> str:
     if unquote(batch_id) in {".", ".."}:
         raise PortkeyInvalidBatchIdError(f"batch_id {shown} is a path segment ('.' or '..')")
     return batch_id
+
+
+def same_id(answered: str, asked: str) -> bool:
+    """Whether an answer's id is the one asked for; a Bedrock ARN may come back escaped as
+    it was sent, or unescaped."""
+    return answered == asked or unquote(answered) == unquote(asked)

@@ -44,6 +44,8 @@ class ApiRequest:
     deadline: float | None = None
     """Unix time after which the request is not worth sending: the connection's rate budget
     may hold it back until then, not beyond (the driver answers :class:`HeldBack`)."""
+    fresh_connection: bool = False
+    """Send on a new connection: a kept-alive one gave an answer to another request."""
 
     def describe(self) -> str:
         return f"{self.method} {self.path}"
@@ -59,8 +61,10 @@ class ApiResponse:
 
 @dataclass(frozen=True, slots=True)
 class TransportFailure:
-    """No HTTP answer: ``kind`` is connect, timeout, dropped, or tls (the TLS handshake or the
-    server's certificate was refused: no retry can change that)."""
+    """No usable HTTP answer: ``kind`` is connect, timeout (including the request's total time
+    limit), dropped, malformed (an answer that breaks HTTP's framing, cannot be decoded or is
+    larger than the cap), or tls (the TLS handshake or the server's certificate was refused:
+    no retry can change that)."""
 
     kind: str
     detail: str

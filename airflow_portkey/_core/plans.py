@@ -22,9 +22,11 @@ from airflow_portkey._core.errors import (
     PortkeyAPIError,
     PortkeyConflictError,
     PortkeyHeldBackError,
+    PortkeyProtocolError,
     PortkeyResponseError,
     PortkeyTransportError,
 )
+from airflow_portkey._core.ids import same_id
 from airflow_portkey._core.messages import (
     ApiRequest,
     HeldBack,
@@ -57,8 +59,12 @@ def _outcome_text(outcome: Outcome) -> str:
     return f"status {outcome.status_code}"
 
 
-def send(ctx: CallContext, request: ApiRequest) -> Plan[Any]:
-    """Send ``request`` until it gives a usable answer; return its JSON (None when streamed)."""
+def send(ctx: CallContext, request: ApiRequest, about: str | None = None) -> Plan[Any]:
+    """Send ``request`` until it gives a usable answer; return its JSON (None when streamed).
+
+    ``about``: the batch id asked for. An answer that is another batch is a protocol error,
+    retried on a fresh connection.
+    """
     started = ctx.clock()
     attempt = 0
     while True:
@@ -70,8 +76,10 @@ def send(ctx: CallContext, request: ApiRequest) -> Plan[Any]:
                 f"held it back until its deadline ({outcome.seconds:.1f}s more were needed)"
             )
         try:
-            return _read(ctx, request, outcome)
+            return _read(ctx, request, outcome, about)
         except (PortkeyTransportError, PortkeyAPIError) as error:
+            if isinstance(error, PortkeyProtocolError):
+                request = dataclasses.replace(request, fresh_connection=True)
             delay = retry_delay(
                 ctx.policy,
                 attempt,
@@ -92,7 +100,7 @@ def send(ctx: CallContext, request: ApiRequest) -> Plan[Any]:
             yield Wait(delay, reason)
 
 
-def _read(ctx: CallContext, request: ApiRequest, outcome: Outcome) -> Any:
+def _read(ctx: CallContext, request: ApiRequest, outcome: Outcome, about: str | None) -> Any:
     if isinstance(outcome, TransportFailure):
         raise PortkeyTransportError(
             redact(f"{request.describe()} failed: {_outcome_text(outcome)}", ctx.secrets),
@@ -102,7 +110,18 @@ def _read(ctx: CallContext, request: ApiRequest, outcome: Outcome) -> Any:
         raise api_error(outcome, request, conn_id=ctx.conn_id, secrets=ctx.secrets)
     if request.stream:
         return None
-    return parse_json(outcome, request)
+    body = parse_json(outcome, request)
+    # A batch in the answer must be the one asked for (some cancels answer {"id": ...} alone).
+    answered = body["id"] if about is not None and is_batch_object(body) else None
+    if answered is not None and about is not None and not same_id(answered, about):
+        raise PortkeyProtocolError(
+            redact(
+                f"Portkey's answer to {request.describe()} is about {answered!r}, "
+                f"not {about!r} (a connection out of step)",
+                ctx.secrets,
+            )
+        )
+    return body
 
 
 def get_batch(
@@ -113,7 +132,7 @@ def get_batch(
     request = get_batch_request(batch_id)
     if share_for or deadline is not None:
         request = dataclasses.replace(request, share_for=share_for, deadline=deadline)
-    body = yield from send(ctx, request)
+    body = yield from send(ctx, request, about=batch_id)
     return read_batch(body, request)
 
 
@@ -121,7 +140,7 @@ def cancel_batch(ctx: CallContext, batch_id: str) -> Plan[Batch]:
     """Cancel, idempotently: a batch already cancelling or finished is success, not an error."""
     request = cancel_batch_request(batch_id)
     try:
-        body = yield from send(ctx, request)
+        body = yield from send(ctx, request, about=batch_id)
     except PortkeyConflictError as conflict:
         # 409 "Cannot cancel a batch with status 'completed'": what matters is where it is now.
         batch = yield from get_batch(ctx, batch_id)

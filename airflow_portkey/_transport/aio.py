@@ -1,289 +1,262 @@
-"""A small keep-alive HTTP/1.1 client for the async path's JSON calls.
+"""The async transport: aiohttp, one ClientSession per event loop and connection, shared.
 
-A triggerer may poll thousands of batches from one event loop. On this project's benchmark
-machine an httpx request costs about 1.6 ms of CPU; the same request framed by
-:mod:`airflow_portkey._transport._http1` on an asyncio Protocol about 0.1 ms: the difference
-between a triggerer that keeps up and one that falls behind. This client does only what the
-batch API's JSON calls need: one request at a time per connection, keep-alive, TLS, connect and read
-timeouts. Uploads and downloads stay on the
-sync path (requests); a proxy set in the environment sends the hook back to httpx, which
-honours it (see :func:`proxied`).
+A triggerer polls thousands of batches from one event loop. A session per trigger would hold a
+connection (about 300 KiB over TLS) per waiting batch; one session per loop and connection
+settings, shared by every hook on that loop, holds as many connections as requests are in
+flight at once. Each hook takes a lease on the shared session and gives it back in
+:meth:`AsyncTransport.aclose`; the session closes when its last user leaves, or when the loop
+shuts down (``asyncio.run`` closes what is still open).
 
-Every answer comes back as the protocol's :class:`ApiResponse` or :class:`TransportFailure`,
-so the retry rules stay in one place (:mod:`airflow_portkey._core.plans`).
+Only the batch API's JSON calls run here: uploads and downloads stay on the sync path, which
+streams them. The CA, the proxy and the framing rules come from
+:mod:`airflow_portkey._transport.common`, alike for both paths; ``FAILURES`` maps aiohttp's
+exceptions to the core's failure kinds.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
-import json
 import ssl
-import time
-import urllib.request
-from collections.abc import Mapping
-from pathlib import Path
-from urllib.parse import urlencode, urlsplit
+import weakref
+from collections.abc import AsyncGenerator, Mapping
+from dataclasses import dataclass, field
+from urllib.parse import urlencode
+
+import aiohttp
+import aiohttp.http_exceptions as http_exceptions
+import yarl
 
 from airflow_portkey._core.messages import ApiRequest, ApiResponse, Outcome, TransportFailure
-from airflow_portkey._transport._aio_socket import Channel, open_channel
-from airflow_portkey._transport._http1 import (
-    Malformed,
-    Response,
-    ResponseParser,
-    check_header,
-    request_bytes,
+from airflow_portkey._core.settings import PortkeySettings
+from airflow_portkey._transport.common import (
+    MAX_ANSWER_BYTES,
+    Connection,
+    MalformedAnswer,
+    check_framing,
+    classify,
+    request_headers,
+    ssl_context,
+    too_large,
 )
-from airflow_portkey._transport.common import failure_detail, ssl_error_in
+
+# The first row whose exception is anywhere in the raised exception's chain gives the kind.
+FAILURES: tuple[tuple[type[BaseException], str], ...] = (
+    (MalformedAnswer, "malformed"),
+    (asyncio.TimeoutError, "timeout"),  # the total limit, connect and read timeouts
+    (aiohttp.ClientConnectorCertificateError, "tls"),
+    (aiohttp.ClientSSLError, "tls"),
+    (aiohttp.ClientProxyConnectionError, "connect"),
+    (aiohttp.ClientConnectorError, "connect"),
+    (aiohttp.ServerDisconnectedError, "dropped"),
+    (http_exceptions.ContentEncodingError, "malformed"),  # a gzip body that does not inflate
+    (http_exceptions.ContentLengthError, "dropped"),  # the body ended early
+    (http_exceptions.TransferEncodingError, "dropped"),
+    (http_exceptions.HttpProcessingError, "malformed"),  # bad status line, headers, framing
+    (aiohttp.ClientResponseError, "malformed"),
+    (aiohttp.ClientError, "dropped"),
+    (ssl.SSLError, "tls"),
+    (ConnectionRefusedError, "connect"),
+    (OSError, "dropped"),
+)
+
+# Connections one shared session keeps at most (aiohttp's default); a hook's own
+# max_connections bounds its requests in flight.
+SESSION_CONNECTIONS = 100
 
 
-def proxied(url: str) -> bool:
-    """Whether the environment routes ``url`` through a proxy (``HTTPS_PROXY``, ``NO_PROXY``...),
-    read the way requests and httpx read it."""
-    proxies = urllib.request.getproxies_environment()
-    scheme = urlsplit(url).scheme
-    if not (proxies.get(scheme) or proxies.get("all")):
-        return False
-    return not urllib.request.proxy_bypass(urlsplit(url).hostname or "")
+@dataclass(frozen=True, slots=True)
+class _Key:
+    connection: Connection
+    keepalive: float
 
 
-class _Dropped(Exception):
-    """The connection broke; ``answered`` says whether any of the answer had arrived."""
-
-    def __init__(self, detail: str, *, answered: bool) -> None:
-        super().__init__(detail)
-        self.answered = answered
+@dataclass(slots=True)
+class _Shared:
+    session: aiohttp.ClientSession
+    users: int = 0
 
 
-class _Connection:
-    def __init__(self, channel: Channel) -> None:
-        self.channel = channel
-        self.idle_since = time.monotonic()
-
-    def reusable(self, keepalive_expiry: float) -> bool:
-        return (
-            time.monotonic() - self.idle_since < keepalive_expiry
-            and self.channel.idle_ok()  # the server did not close it while it was idle
-        )
-
-    async def exchange(self, method: str, request: bytes, read_timeout: float) -> Response:
-        try:
-            self.channel.send(request)
-        except OSError as error:
-            raise _Dropped(failure_detail(error), answered=False) from None
-        parser = ResponseParser(method=method)
-        while True:
-            try:
-                data = await self.channel.receive(read_timeout)
-            except asyncio.TimeoutError:
-                raise  # TimeoutError is an OSError too; the caller reports it as a timeout
-            except OSError as error:
-                raise _Dropped(failure_detail(error), answered=parser.started) from None
-            try:
-                response = parser.feed(data)
-            except Malformed as error:
-                raise _Dropped(str(error), answered=parser.started) from None
-            if response is not None:
-                self.idle_since = time.monotonic()
-                return response
-
-    def close(self) -> None:
-        self.channel.close()
+@dataclass(slots=True)
+class _LoopSessions:
+    sessions: dict[_Key, _Shared] = field(default_factory=dict)
+    keeper: AsyncGenerator[None, None] | None = None
 
 
-class AsyncJsonClient:
-    """Send the batch API's JSON requests to one base URL, keeping connections open.
+# Weak keys: a finished loop takes its entry with it (no value refers to the loop once its
+# sessions are closed).
+_loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopSessions] = (
+    weakref.WeakKeyDictionary()
+)
 
-    :param base_url: scheme, host, port and path prefix (``https://api.portkey.ai/v1``).
-    :param headers: sent with every request (credentials, trace headers).
-    :param ssl_context: for https URLs.
-    :param max_connections: requests in flight at once; more wait for a free connection.
+
+async def _close_at_shutdown(sessions: dict[_Key, _Shared]) -> AsyncGenerator[None, None]:
+    """Started once per loop: ``asyncio.run`` closes every async generator still open before
+    it closes the loop, and so this closes the sessions that hooks left open."""
+    try:
+        yield
+    finally:
+        still_open = list(sessions.values())
+        sessions.clear()
+        for one in still_open:
+            await one.session.close()
+
+
+def _new_session(key: _Key, *, force_close: bool = False) -> aiohttp.ClientSession:
+    connection = key.connection
+    connector = aiohttp.TCPConnector(
+        ssl=ssl_context(connection.ca),
+        limit=SESSION_CONNECTIONS,
+        keepalive_timeout=None if force_close else key.keepalive,
+        force_close=force_close,
+        # Happy eyeballs (aiohttp's default delay): a dead first address does not fail the
+        # request while another one answers.
+        happy_eyeballs_delay=0.25,
+    )
+    session = aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(
+            total=connection.total_timeout, sock_connect=connection.connect_timeout
+        ),
+        trust_env=False,  # no .netrc and no proxy variables: common.proxy_for decided
+        auto_decompress=True,
+        raise_for_status=False,
+    )
+    # aiohttp would send a GET again by itself after a dropped connection; the core's retry
+    # rules decide that (airflow_portkey._core.retry), for both paths alike.
+    session._retry_connection = False
+    return session
+
+
+async def _acquire(key: _Key) -> aiohttp.ClientSession:
+    loop = asyncio.get_running_loop()
+    per_loop = _loops.get(loop)
+    if per_loop is None:
+        per_loop = _loops[loop] = _LoopSessions()
+    if per_loop.keeper is None:
+        per_loop.keeper = _close_at_shutdown(per_loop.sessions)
+        await per_loop.keeper.asend(None)
+    shared = per_loop.sessions.get(key)
+    if shared is None or shared.session.closed:
+        shared = per_loop.sessions[key] = _Shared(_new_session(key))
+    shared.users += 1
+    return shared.session
+
+
+async def _release(key: _Key, session: aiohttp.ClientSession) -> None:
+    per_loop = _loops.get(asyncio.get_running_loop())
+    shared = per_loop.sessions.get(key) if per_loop else None
+    if shared is None or shared.session is not session:
+        return  # already closed at shutdown, or replaced
+    shared.users -= 1
+    if shared.users <= 0:
+        del per_loop.sessions[key]  # type: ignore[union-attr]
+        await session.close()
+
+
+def shared_sessions() -> int:
+    """How many shared sessions the running loop holds open (for tests)."""
+    per_loop = _loops.get(asyncio.get_running_loop())
+    return len(per_loop.sessions) if per_loop else 0
+
+
+class AsyncTransport:
+    """One hook's use of the shared session for its loop and connection settings.
+
+    :param max_connections: this hook's requests in flight at most.
     :param keepalive_expiry: seconds an idle connection stays open for reuse.
     """
 
     def __init__(
         self,
-        base_url: str,
-        *,
+        settings: PortkeySettings,
         headers: Mapping[str, str],
-        ssl_context: ssl.SSLContext | None,
-        connect_timeout: float,
-        read_timeout: float,
+        *,
         max_connections: int,
         keepalive_expiry: float,
+        max_answer_bytes: int = MAX_ANSWER_BYTES,
     ) -> None:
-        parts = urlsplit(base_url)
-        self._host = parts.hostname or ""
-        self._tls = parts.scheme == "https"
-        self._port = parts.port or (443 if self._tls else 80)
-        self._prefix = parts.path.rstrip("/")
-        self._headers = [("Host", parts.netloc.rsplit("@", 1)[-1])]
-        if not any(name.lower() == "accept" for name in headers):
-            self._headers.append(("Accept", "application/json"))
-        self._headers += headers.items()
-        for name, value in self._headers:
-            check_header(name, value)  # once here, so that no request can be split
-        self._ssl = ssl_context if self._tls else None
-        self._connect_timeout = connect_timeout
-        self._read_timeout = read_timeout
-        self._keepalive_expiry = keepalive_expiry
+        self._key = _Key(Connection.of(settings), keepalive_expiry)
+        # Headers travel with each request, so that hooks with different trace ids share.
+        self._headers = request_headers(headers)
+        self._max_answer_bytes = max_answer_bytes
+        self._max_connections = max_connections
         self._slots = asyncio.Semaphore(max_connections)
-        self._idle: list[_Connection] = []
+        self._session: aiohttp.ClientSession | None = None
+        self._session_loop: asyncio.AbstractEventLoop | None = None
 
     async def send(self, request: ApiRequest) -> Outcome:
-        target = self._prefix + request.path
+        session = await self._shared()
+        async with self._slots:
+            if request.fresh_connection:
+                # A kept-alive connection answered another request: this one goes on a
+                # connection of its own, closed after it.
+                async with _new_session(self._key, force_close=True) as session:
+                    return await self._exchange(session, request)
+            return await self._exchange(session, request)
+
+    async def _shared(self) -> aiohttp.ClientSession:
+        loop = asyncio.get_running_loop()
+        if self._session is None or self._session.closed or self._session_loop is not loop:
+            self._session = await _acquire(self._key)
+            self._session_loop = loop
+            self._slots = asyncio.Semaphore(self._max_connections)  # bound to this loop
+        return self._session
+
+    async def _exchange(self, session: aiohttp.ClientSession, request: ApiRequest) -> Outcome:
+        connection = self._key.connection
+        limit = self._max_answer_bytes
+        target = connection.base_url + request.path
         if request.params:
             target += "?" + urlencode(request.params)
-        headers = self._headers
-        body = b""
-        if request.json_body is not None:
-            body = json.dumps(request.json_body).encode()
-            headers = [*headers, ("Content-Type", "application/json")]
-        message = request_bytes(request.method, target, headers, body)
-        async with self._slots:
-            return await self._send(request.method, message, retry_stale=request.idempotent)
-
-    async def _send(self, method: str, message: bytes, *, retry_stale: bool) -> Outcome:
-        while True:
-            reused = self._take_idle()
-            connection = reused
-            if connection is None:
-                try:
-                    connection = await self._connect()
-                except asyncio.TimeoutError:
-                    return TransportFailure("timeout", "ConnectTimeout")
-                except ssl.SSLError as error:  # a certificate or handshake refused
-                    return TransportFailure("tls", failure_detail(error))
-                except OSError as error:  # refused, unreachable, name lookup
-                    return TransportFailure("connect", failure_detail(error))
-            try:
-                response = await connection.exchange(method, message, self._read_timeout)
-            except asyncio.TimeoutError:
-                connection.close()
-                return TransportFailure("timeout", "ReadTimeout")
-            except _Dropped as error:
-                connection.close()
-                # A kept-alive connection the server had just closed: nothing was processed,
-                # so a request that may be repeated goes again on a new connection, once.
-                if reused is not None and not error.answered and retry_stale:
-                    retry_stale = False
-                    continue
-                return TransportFailure("dropped", str(error))
-            except BaseException:
-                connection.close()  # cancelled mid-request: the connection's state is unknown
-                raise
-            if response.reusable:
-                self._idle.append(connection)
-            else:
-                connection.close()
-            return ApiResponse(response.status, response.headers, response.body)
-
-    def _take_idle(self) -> _Connection | None:
-        while self._idle:
-            connection = self._idle.pop()
-            if connection.reusable(self._keepalive_expiry):
-                return connection
-            connection.close()
-        return None
-
-    async def _connect(self) -> _Connection:
-        channel = await open_channel(
-            self._host, self._port, context=self._ssl, timeout=self._connect_timeout
-        )
-        return _Connection(channel)
-
-    async def aclose(self) -> None:
-        idle, self._idle = self._idle, []
-        for connection in idle:
-            connection.close()
-
-
-class HttpxJsonClient:
-    """The same calls through httpx, for when the environment sets a proxy (httpx honours
-    ``HTTPS_PROXY`` and ``NO_PROXY``; the lean client does not)."""
-
-    def __init__(
-        self,
-        base_url: str,
-        *,
-        headers: Mapping[str, str],
-        ssl_context: ssl.SSLContext | None,
-        connect_timeout: float,
-        read_timeout: float,
-        max_connections: int,
-        keepalive_expiry: float,
-    ) -> None:
-        import httpx
-
-        self._base_url = base_url
-        self._client = httpx.AsyncClient(
-            headers=dict(headers),
-            timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
-            verify=ssl_context or True,
-            limits=httpx.Limits(
-                max_connections=max_connections,
-                max_keepalive_connections=max_connections,
-                keepalive_expiry=keepalive_expiry,
-            ),
-        )
-
-    async def send(self, request: ApiRequest) -> Outcome:
-        import httpx
-
         try:
-            response = await self._client.request(
+            async with session.request(
                 request.method,
-                self._base_url + request.path,
-                params=request.params,
+                # As built: a Bedrock id is an escaped ARN that must reach the server verbatim.
+                yarl.URL(target, encoded=True),
                 json=request.json_body,
-            )
-        except httpx.TimeoutException as error:
-            return TransportFailure("timeout", type(error).__name__)
-        except httpx.ConnectError as error:
-            tls = ssl_error_in(error)
-            if tls is not None:
-                return TransportFailure("tls", failure_detail(tls))
-            return TransportFailure("connect", failure_detail(error))
-        except httpx.HTTPError as error:
-            return TransportFailure("dropped", failure_detail(error))
-        headers = {name.lower(): value for name, value in response.headers.items()}
-        return ApiResponse(response.status_code, headers, response.content)
+                headers=self._headers,
+                proxy=connection.proxy,
+                allow_redirects=False,  # as on the sync path: a redirect would carry the keys
+            ) as response:
+                try:
+                    headers = _lower(response.headers)
+                    check_framing(headers, limit)
+                    body = await _read_capped(response, headers, limit)
+                except BaseException:
+                    response.close()  # its connection's state is unknown: never reuse it
+                    raise
+                return ApiResponse(response.status, headers, body)
+        except Exception as error:
+            return TransportFailure(*classify(error, FAILURES))
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        """Give the shared session back; the last user to leave closes it."""
+        session, self._session = self._session, None
+        if session is not None and self._session_loop is asyncio.get_running_loop():
+            await _release(self._key, session)
+        self._session_loop = None
 
 
-@functools.lru_cache(maxsize=8)
-def ssl_context(verify: bool | str) -> ssl.SSLContext:
-    """One SSL context per setting and process, as httpx builds it (certifi, SSL_CERT_FILE):
-    building one costs milliseconds, which thousands of triggers would otherwise each pay."""
-    if isinstance(verify, str):  # a CA bundle file or a directory of certificates
-        if Path(verify).is_dir():
-            return ssl.create_default_context(capath=verify)
-        return ssl.create_default_context(cafile=verify)
-    import httpx
+async def _read_capped(
+    response: aiohttp.ClientResponse, headers: Mapping[str, str], limit: int
+) -> bytes:
+    """The decoded body, refused as soon as it grows beyond ``limit`` bytes."""
+    if "content-length" in headers and "content-encoding" not in headers:
+        return await response.read()  # framing checked: at most `limit` bytes will come
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            raise MalformedAnswer(too_large(limit))
+        parts.append(chunk)
+    return b"".join(parts)
 
-    return httpx.create_ssl_context(verify=verify)
 
-
-def json_client(
-    base_url: str,
-    *,
-    headers: Mapping[str, str],
-    verify: bool | str,
-    connect_timeout: float,
-    read_timeout: float,
-    max_connections: int,
-    keepalive_expiry: float,
-) -> AsyncJsonClient | HttpxJsonClient:
-    """The lean client, or httpx when the environment routes ``base_url`` through a proxy."""
-    kind = HttpxJsonClient if proxied(base_url) else AsyncJsonClient
-    return kind(
-        base_url,
-        headers=headers,
-        ssl_context=ssl_context(verify) if base_url.startswith("https:") else None,
-        connect_timeout=connect_timeout,
-        read_timeout=read_timeout,
-        max_connections=max_connections,
-        keepalive_expiry=keepalive_expiry,
-    )
+def _lower(headers: Mapping[str, str]) -> dict[str, str]:
+    """Lower-case names; a repeated header's values joined, as requests joins them."""
+    lowered: dict[str, str] = {}
+    for name, value in headers.items():
+        name = name.lower()
+        lowered[name] = f"{lowered[name]}, {value}" if name in lowered else value
+    return lowered

@@ -1,7 +1,7 @@
 """PortkeyHook: Portkey credentials from an Airflow connection, and two transports.
 
-The sync transport uses requests, the async one a lean HTTP/1.1 client (httpx behind a proxy, see
-:mod:`airflow_portkey._transport.aio`); both only drive the plans of
+The sync transport uses requests, the async one aiohttp (one session per event loop, shared,
+see :mod:`airflow_portkey._transport.aio`); both only drive the plans of
 :mod:`airflow_portkey._core.plans`, which own every rule about requests, answers and
 retries. No HTTP library is imported until a request is made, so a DAG file that imports this
 provider does not pay for them at parse time.
@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     import requests
     from airflow.sdk import Connection
 
-    from airflow_portkey._transport.aio import AsyncJsonClient, HttpxJsonClient
+    from airflow_portkey._transport.aio import AsyncTransport
     from airflow_portkey._transport.sync import SyncTransport
 
 T = TypeVar("T")
@@ -67,9 +67,9 @@ class PortkeyHook(BaseHook):
         task (dag, run, task, try), and absent outside a task.
     :param metadata: extra ``x-portkey-metadata`` entries, merged over the task's own.
     :param retry_policy: overrides the connection's ``max_retries`` and ``retry_budget``.
-    :param max_connections: connections the async client keeps open at most (the number of
-        requests it can have in flight at once).
-    :param keepalive_expiry: seconds the async client keeps an idle connection open.
+    :param max_connections: requests this hook has in flight at once at most on the async
+        path (its shared session keeps up to 100 connections for every hook on the loop).
+    :param keepalive_expiry: seconds the async path keeps an idle connection open.
     """
 
     conn_name_attr = "portkey_conn_id"
@@ -109,7 +109,7 @@ class PortkeyHook(BaseHook):
         self._headers: dict[str, str] = {}
         self._trace_metadata: dict[str, str] = {}
         self._sync: SyncTransport | None = None
-        self._async_client: AsyncJsonClient | HttpxJsonClient | None = None
+        self._async: AsyncTransport | None = None
 
     # -- settings ---------------------------------------------------------------------------
 
@@ -243,7 +243,7 @@ class PortkeyHook(BaseHook):
                 send = functools.partial(transport.send, action, sink)
                 reply = pace.send(action, send, hold_cap)
 
-    # -- async transport (lean HTTP/1.1 client; httpx behind a proxy) --------------------------
+    # -- async transport (aiohttp) ------------------------------------------------------------
 
     async def arun(self, plan: Plan[T]) -> T:
         """Drive a protocol plan without blocking the event loop.
@@ -253,7 +253,7 @@ class PortkeyHook(BaseHook):
         wait's answer sleeps that answer's age less before its next poll, so waits on one batch
         fall into step and share every read after the first.
         """
-        client = await self._aclient()
+        client = await self._atransport()
         pace = _pacing.loop_pace(await self.aget_settings()) if _pacing.enabled else None
         hold_cap = (await self.acall_context()).policy.retry_after_cap
         seen: dict[str, float] = {}
@@ -272,33 +272,28 @@ class PortkeyHook(BaseHook):
                 send = functools.partial(self._asend, client, action)
                 reply, age = await pace.send(action, send, seen, hold_cap)
 
-    async def _aclient(self) -> AsyncJsonClient | HttpxJsonClient:
-        if self._async_client is None:
-            from airflow_portkey._transport.aio import json_client
+    async def _atransport(self) -> AsyncTransport:
+        if self._async is None:
+            from airflow_portkey._transport.aio import AsyncTransport
 
             settings = await self.aget_settings()
-            self._async_client = json_client(
-                settings.base_url,
-                headers=self._headers,
-                verify=settings.verify,
-                connect_timeout=settings.connect_timeout,
-                read_timeout=settings.read_timeout,
+            self._async = AsyncTransport(
+                settings,
+                self._headers,
                 max_connections=self._max_connections,
                 keepalive_expiry=self._keepalive_expiry,
             )
-        return self._async_client
+        return self._async
 
-    async def _asend(
-        self, client: AsyncJsonClient | HttpxJsonClient, request: ApiRequest
-    ) -> Outcome:
+    async def _asend(self, client: AsyncTransport, request: ApiRequest) -> Outcome:
         if request.stream or request.upload is not None or request.form is not None:
             raise PortkeyError(f"{request.describe()} is only available on the sync path")
         return await client.send(request)
 
     async def aclose(self) -> None:
-        if self._async_client is not None:
-            await self._async_client.aclose()
-            self._async_client = None
+        """Give back this hook's share of the loop's session (others keep using it)."""
+        if self._async is not None:
+            await self._async.aclose()
 
     def close(self) -> None:
         if self._sync is not None:

@@ -21,8 +21,14 @@ from airflow_portkey.batches import BatchStatus
 from airflow_portkey.exceptions import PortkeyError
 from airflow_portkey.hooks.portkey import PortkeyHook
 from airflow_portkey.testing import PortkeyEmulator
-
-from .support import API_KEY, CONN_ID, FAST_RETRIES, PROVIDER_API_KEY, run_async, set_connection
+from tests.unit.support import (
+    API_KEY,
+    CONN_ID,
+    FAST_RETRIES,
+    PROVIDER_API_KEY,
+    run_async,
+    set_connection,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 # What a client reports when the server's certificate is signed by a CA it does not trust.

@@ -1,0 +1,194 @@
+"""The hook's two paths over a misbehaving server: an answer about another batch is never
+taken for the one asked, and the async path's shared session belongs to all its users."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from airflow_portkey._transport.aio import shared_sessions
+from airflow_portkey.exceptions import PortkeyTransportError
+from airflow_portkey.hooks.portkey import PortkeyHook
+from tests.unit.support import FAST_RETRIES, set_connection
+
+from .paths import PATHS
+from .server import MisbehavingServer, Peer, Seen, misbehaving, response
+
+CONN_ID = "portkey_transport"
+
+
+def batch(batch_id: str, status: str = "in_progress") -> bytes:
+    body = {"id": batch_id, "object": "batch", "status": status, "created_at": 1}
+    return response(json.dumps(body).encode())
+
+
+def asked(seen: Seen) -> str:
+    return seen.target.split("/")[3]
+
+
+def use(monkeypatch: pytest.MonkeyPatch, server: MisbehavingServer) -> None:
+    extra = {"provider": "openai", **({"verify": server.ca_file} if server.tls else {})}
+    set_connection(monkeypatch, CONN_ID, host=server.url, extra=extra)
+
+
+def on_path(path: str, call: Callable[[PortkeyHook], Any]) -> Any:
+    """``call(hook)`` with a hook's sync method, or its async one on a fresh loop."""
+    hook = PortkeyHook(CONN_ID, retry_policy=FAST_RETRIES)
+    if path == "sync":
+        return call(hook)
+
+    async def go() -> Any:
+        try:
+            return await call(hook)
+        finally:
+            await hook.aclose()
+
+    return asyncio.run(go())
+
+
+def read(batch_id: str) -> Callable[[PortkeyHook], Any]:
+    def call(hook: PortkeyHook) -> Any:
+        return hook.get_batch(batch_id) if not asyncio_running() else hook.aget_batch(batch_id)
+
+    return call
+
+
+def asyncio_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def reads(*batch_ids: str) -> Callable[[PortkeyHook], Any]:
+    """Read the batches one after the other on one hook (one kept-alive connection)."""
+
+    def call(hook: PortkeyHook) -> Any:
+        if not asyncio_running():
+            return [hook.get_batch(batch_id) for batch_id in batch_ids]
+
+        async def each() -> list[Any]:
+            return [await hook.aget_batch(batch_id) for batch_id in batch_ids]
+
+        return each()
+
+    return call
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+@pytest.mark.parametrize("path", PATHS)
+def test_stale_answer_on_a_kept_alive_connection_is_retried_on_a_fresh_one(
+    path: str, tls: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first connection answers its second request with an unrequested answer about the
+    first batch, then the right one: the hook notices, and asks again on a new connection."""
+
+    def out_of_step(peer: Peer, seen: Seen) -> bool:
+        if peer.number == 1 and asked(seen) == "batch_2":
+            peer.send(batch("batch_1", "completed"))
+        return peer.send(batch(asked(seen)))
+
+    with misbehaving(out_of_step, tls=tls) as server:
+        use(monkeypatch, server)
+        first, second = on_path(path, reads("batch_1", "batch_2"))
+    assert (first.id, second.id) == ("batch_1", "batch_2")
+    assert second.status.value == "in_progress"
+    assert [(asked(s), s.connection) for s in server.requests] == [
+        ("batch_1", 1),
+        ("batch_2", 1),
+        ("batch_2", 2),
+    ]
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_extra_answer_after_an_answer_is_never_read_as_the_next(
+    path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def chatty(peer: Peer, seen: Seen) -> bool:
+        return peer.send(batch(asked(seen)) + batch("batch_other", "completed"))
+
+    with misbehaving(chatty) as server:
+        use(monkeypatch, server)
+        batches = on_path(path, reads("batch_1", "batch_2", "batch_3"))
+    assert [(b.id, b.status.value) for b in batches] == [
+        ("batch_1", "in_progress"),
+        ("batch_2", "in_progress"),
+        ("batch_3", "in_progress"),
+    ]
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_answer_about_another_batch_every_time_is_a_typed_error(
+    path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with misbehaving(lambda peer, seen: peer.send(batch("batch_other"))) as server:
+        use(monkeypatch, server)
+        with pytest.raises(PortkeyTransportError, match="about 'batch_other', not 'batch_1'"):
+            on_path(path, read("batch_1"))
+    assert len(server.requests) == 1 + FAST_RETRIES.max_retries
+    assert len({s.connection for s in server.requests}) == len(server.requests)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_malformed_answer_is_retried_then_a_typed_error(
+    path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def malformed(peer: Peer, seen: Seen) -> bool:
+        peer.send(b"HTTP/1.1 200 OK\r\nContent-Length: 2x\r\n\r\n{}")
+        return False
+
+    with misbehaving(malformed) as server:
+        use(monkeypatch, server)
+        with pytest.raises(PortkeyTransportError, match="malformed error"):
+            on_path(path, read("batch_1"))
+    assert len(server.requests) == 1 + FAST_RETRIES.max_retries
+
+
+def test_hooks_on_one_loop_share_one_session_and_one_closing_leaves_the_other_working(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with misbehaving(lambda peer, seen: peer.send(batch(asked(seen)))) as server:
+        use(monkeypatch, server)
+
+        async def go() -> list[Any]:
+            first = PortkeyHook(CONN_ID, trace_id="trace-a")
+            second = PortkeyHook(CONN_ID, trace_id="trace-b")
+            seen = [await first.aget_batch("batch_1"), await second.aget_batch("batch_2")]
+            sessions = shared_sessions()
+            await first.aclose()
+            seen.append(await second.aget_batch("batch_3"))  # still open for the other
+            await second.aclose()
+            return [sessions, shared_sessions(), [b.id for b in seen]]
+
+        sessions_while_open, sessions_after, ids = asyncio.run(go())
+    assert sessions_while_open == 1
+    assert sessions_after == 0
+    assert ids == ["batch_1", "batch_2", "batch_3"]
+    assert {s.connection for s in server.requests} == {1}  # one connection for both hooks
+    traces = [s.headers["x-portkey-trace-id"] for s in server.requests]
+    assert traces == ["trace-a", "trace-b", "trace-b"]
+
+
+def test_session_a_hook_left_open_is_closed_when_the_loop_ends(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with misbehaving(lambda peer, seen: peer.send(batch(asked(seen)))) as server:
+        use(monkeypatch, server)
+
+        async def go() -> None:
+            await PortkeyHook(CONN_ID).aget_batch("batch_1")  # never closed
+
+        asyncio.run(go())
+        closed = threading.Event()
+        for _ in range(200):  # the server notices the close; bounded
+            if server.open_now == 0:
+                closed.set()
+                break
+            closed.wait(0.05)
+    assert closed.is_set()

@@ -1,0 +1,231 @@
+"""Both transports against a misbehaving server: every scenario on the sync path (requests)
+and the async path (aiohttp), plain and over TLS, with the same outcome kind on both.
+
+The server is real (loopback sockets, threads of its own); nothing in either client is
+patched. Timing is never asserted on a request itself: the drip ends because of the total
+limit (the server would drip for a minute), and the async path's loop is shown free by a
+ticker's worst lag measured against the whole body's time.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import tracemalloc
+
+import pytest
+
+from airflow_portkey._core.messages import ApiRequest, ApiResponse, TransportFailure
+
+from .paths import GET, PATHS, exchange, kind_of, settings_for
+from .server import Peer, Seen, misbehaving, response
+
+BATCH = {"id": "batch_1", "object": "batch", "status": "in_progress"}
+TLS = [pytest.param(False, id="plain"), pytest.param(True, id="tls")]
+
+
+def answer(peer: Peer, seen: Seen) -> bool:
+    return peer.send(response(json.dumps(BATCH).encode()))
+
+
+@pytest.mark.parametrize("tls", TLS)
+@pytest.mark.parametrize("path", PATHS)
+def test_answer_in_one_byte_chunks_arrives_whole_without_holding_the_loop(
+    path: str, tls: bool
+) -> None:
+    body = json.dumps({**BATCH, "metadata": {"note": "x" * 48_000}}).encode()
+
+    def one_byte_at_a_time(peer: Peer, seen: Seen) -> bool:
+        head = response(body)[: -len(body)]
+        peer.send(head)
+        for index in range(len(body)):
+            if not peer.send(body[index : index + 1]):
+                return False
+            if index % 64 == 63 and peer.stopping(0.001):  # spread over a second or more
+                return False
+        return True
+
+    with misbehaving(one_byte_at_a_time, tls=tls) as server:
+        result = exchange(path, settings_for(server.url, verify=server.ca_file))
+    (outcome,) = result.outcomes
+    assert isinstance(outcome, ApiResponse) and outcome.body == body
+    if path == "async":
+        # The loop kept running while the body dripped in: its worst stall is a small part
+        # of the body's time (a parser restarting from byte 0 held it for all of it).
+        assert result.ticks > 20
+        assert result.loop_lag_max < result.elapsed / 4
+
+
+@pytest.mark.parametrize("tls", TLS)
+@pytest.mark.parametrize("path", PATHS)
+def test_endless_drip_ends_at_the_total_time_limit_as_a_timeout(path: str, tls: bool) -> None:
+    def drip(peer: Peer, seen: Seen) -> bool:
+        peer.send(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n{")
+        for _ in range(150):  # a minute at most, then it hangs up (a "dropped" outcome)
+            if not peer.send(b" ") or peer.stopping(0.4):
+                return False
+        return False
+
+    with misbehaving(drip, tls=tls) as server:
+        settings = settings_for(server.url, verify=server.ca_file, request_timeout=1.5)
+        (outcome,) = exchange(path, settings).outcomes
+    assert kind_of(outcome) == "timeout"
+
+
+@pytest.mark.parametrize("tls", TLS)
+@pytest.mark.parametrize("path", PATHS)
+def test_endless_body_is_refused_at_the_cap_with_memory_bounded(path: str, tls: bool) -> None:
+    cap = 1 << 20
+    chunk = b" " * 65536
+
+    def endless(peer: Peer, seen: Seen) -> bool:
+        peer.send(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n")  # until close
+        for _ in range(1024):  # 64 MiB at most
+            if not peer.send(chunk):
+                break
+        return False
+
+    with misbehaving(endless, tls=tls) as server:
+        settings = settings_for(server.url, verify=server.ca_file)
+        tracemalloc.start()
+        try:
+            (outcome,) = exchange(path, settings, max_answer_bytes=cap).outcomes
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert kind_of(outcome) == "malformed"
+    assert isinstance(outcome, TransportFailure) and "larger than" in outcome.detail
+    assert peak < 8 * cap  # the whole body would be 64 MiB
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_declared_length_beyond_the_cap_is_refused_before_reading(path: str) -> None:
+    def huge(peer: Peer, seen: Seen) -> bool:
+        peer.send(b"HTTP/1.1 200 OK\r\nContent-Length: 10737418240\r\n\r\n{")
+        peer.stopping(60)  # sends nothing more: only the declared length can end this early
+        return False
+
+    with misbehaving(huge) as server:
+        (outcome,) = exchange(path, settings_for(server.url)).outcomes
+    assert kind_of(outcome) == "malformed"
+
+
+MALFORMED = {
+    "content-length-not-a-number": b"HTTP/1.1 200 OK\r\nContent-Length: 12abc\r\n\r\n{}",
+    "content-length-negative": b"HTTP/1.1 200 OK\r\nContent-Length: -2\r\n\r\n{}",
+    "content-length-twice-differing": (
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}"
+    ),
+    "content-length-and-transfer-encoding": (
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"2\r\n{}\r\n0\r\n\r\n"
+    ),
+    "not-http": b"HELLO THERE\r\n\r\n",
+    "bad-gzip": b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 4\r\n\r\nnope",
+}
+
+
+@pytest.mark.parametrize("tls", TLS)
+@pytest.mark.parametrize("raw", MALFORMED.values(), ids=MALFORMED.keys())
+@pytest.mark.parametrize("path", PATHS)
+def test_malformed_answer_is_a_malformed_failure(path: str, raw: bytes, tls: bool) -> None:
+    def malformed(peer: Peer, seen: Seen) -> bool:
+        peer.send(raw)
+        peer.stopping(0.5)
+        return False
+
+    with misbehaving(malformed, tls=tls) as server:
+        (outcome,) = exchange(path, settings_for(server.url, verify=server.ca_file)).outcomes
+    assert kind_of(outcome) == "malformed", outcome
+
+
+@pytest.mark.parametrize("tls", TLS)
+@pytest.mark.parametrize("path", PATHS)
+def test_gzip_answer_is_decoded(path: str, tls: bool) -> None:
+    def gzipped(peer: Peer, seen: Seen) -> bool:
+        assert "gzip" in seen.headers.get("accept-encoding", "")
+        return peer.send(
+            response(gzip.compress(json.dumps(BATCH).encode()), headers=("Content-Encoding: gzip",))
+        )
+
+    with misbehaving(gzipped, tls=tls) as server:
+        (outcome,) = exchange(path, settings_for(server.url, verify=server.ca_file)).outcomes
+    assert isinstance(outcome, ApiResponse) and json.loads(outcome.body) == BATCH
+
+
+@pytest.mark.parametrize("tls", TLS)
+@pytest.mark.parametrize("path", PATHS)
+def test_requests_share_one_kept_alive_connection(path: str, tls: bool) -> None:
+    with misbehaving(answer, tls=tls) as server:
+        settings = settings_for(server.url, verify=server.ca_file)
+        outcomes = exchange(path, settings, GET, GET, GET).outcomes
+    assert [kind_of(o) for o in outcomes] == ["ok 200"] * 3
+    assert [seen.connection for seen in server.requests] == [1, 1, 1]
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_fresh_connection_request_does_not_reuse_a_kept_alive_one(path: str) -> None:
+    fresh = ApiRequest("GET", "/batches/batch_1", fresh_connection=True)
+    with misbehaving(answer) as server:
+        outcomes = exchange(path, settings_for(server.url), GET, fresh).outcomes
+    assert [kind_of(o) for o in outcomes] == ["ok 200"] * 2
+    assert [seen.connection for seen in server.requests] == [1, 2]
+
+
+@pytest.mark.parametrize("tls", TLS)
+@pytest.mark.parametrize("path", PATHS)
+def test_silent_server_is_a_timeout(path: str, tls: bool) -> None:
+    def silent(peer: Peer, seen: Seen) -> bool:
+        peer.stopping(60)
+        return False
+
+    with misbehaving(silent, tls=tls) as server:
+        settings = settings_for(server.url, verify=server.ca_file, request_timeout=0.5)
+        (outcome,) = exchange(path, settings).outcomes
+    assert kind_of(outcome) == "timeout"
+
+
+@pytest.mark.parametrize("tls", TLS)
+@pytest.mark.parametrize("path", PATHS)
+def test_hang_up_without_an_answer_is_dropped(path: str, tls: bool) -> None:
+    with misbehaving(lambda peer, seen: False, tls=tls) as server:
+        (outcome,) = exchange(path, settings_for(server.url, verify=server.ca_file)).outcomes
+    assert kind_of(outcome) == "dropped"
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_truncated_body_is_dropped(path: str) -> None:
+    def truncated(peer: Peer, seen: Seen) -> bool:
+        peer.send(b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"id": ')
+        return False
+
+    with misbehaving(truncated) as server:
+        (outcome,) = exchange(path, settings_for(server.url)).outcomes
+    assert kind_of(outcome) == "dropped"
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_refused_connection_is_a_connect_failure(path: str) -> None:
+    with misbehaving(answer) as server:
+        url = server.url
+    (outcome,) = exchange(path, settings_for(url, connect_timeout=2)).outcomes
+    assert kind_of(outcome) == "connect"
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_untrusted_certificate_is_a_tls_failure(path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+        monkeypatch.delenv(name, raising=False)
+    with misbehaving(answer, tls=True) as server:
+        (outcome,) = exchange(path, settings_for(server.url)).outcomes
+    assert kind_of(outcome) == "tls"
+    assert isinstance(outcome, TransportFailure) and "CERTIFICATE_VERIFY_FAILED" in outcome.detail
+    assert server.requests == []
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_every_request_says_who_sends_it(path: str) -> None:
+    with misbehaving(answer) as server:
+        exchange(path, settings_for(server.url))
+    (seen,) = server.requests
+    assert seen.headers["user-agent"] == "airflow-portkey/0.1.0"
