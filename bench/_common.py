@@ -322,7 +322,7 @@ def machine_info() -> dict[str, Any]:
         "platform": platform.platform(terse=True),
         "apache-airflow": _version("apache-airflow-core"),
         "apache-airflow-task-sdk": _version("apache-airflow-task-sdk"),
-        "httpx": _version("httpx"),
+        "aiohttp": _version("aiohttp"),
         "requests": _version("requests"),
         "airflow-portkey": _version("airflow-portkey"),
         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),

@@ -151,12 +151,14 @@ TIMESTAMP_FIELDS = (
 
 def normalize_timestamp(value: object) -> float | None:
     """Unix seconds from seconds or milliseconds; None for anything that is not a number."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     return value / 1000 if value > _MILLISECONDS_THRESHOLD else float(value)
 
 
 def _as_int(value: object) -> int:
+    if type(value) is int:
+        return value
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
@@ -168,7 +170,7 @@ class RequestCounts:
 
     @classmethod
     def from_raw(cls, raw: object) -> RequestCounts:
-        if not isinstance(raw, Mapping):
+        if type(raw) is not dict and not isinstance(raw, Mapping):
             return cls()
         return cls(
             total=_as_int(raw.get("total")),
@@ -192,6 +194,9 @@ class RequestCounts:
             f"{self.done}/{self.total} requests done ({percent}): "
             f"{self.completed} completed, {self.failed} failed"
         )
+
+
+_NO_COUNTS = RequestCounts()
 
 
 def _error_messages(raw: object) -> tuple[str, ...]:
@@ -227,22 +232,29 @@ class Batch:
 
     @classmethod
     def from_raw(cls, raw: Mapping[str, Any]) -> Batch:
-        """Build from Portkey's batch object; the caller has checked it has an ``id``."""
-        raw_status = raw.get("status")
-        timestamps = {
-            name: seconds
-            for name in TIMESTAMP_FIELDS
-            if (seconds := normalize_timestamp(raw.get(name))) is not None
-        }
+        """Build from Portkey's batch object; the caller has checked it has an ``id``.
+
+        Runs once per poll of every waiting batch: fields that are absent or null (most
+        timestamps, errors) cost one lookup each.
+        """
+        get = raw.get
+        raw_status = get("status")
+        timestamps = {}
+        for name in TIMESTAMP_FIELDS:
+            value = get(name)
+            if value is not None and (seconds := normalize_timestamp(value)) is not None:
+                timestamps[name] = seconds
+        errors = get("errors")
+        counts = get("request_counts")
         return cls(
             id=str(raw["id"]),
             status=normalize_status(raw_status),
             raw_status=raw_status if isinstance(raw_status, str) else None,
-            request_counts=RequestCounts.from_raw(raw.get("request_counts")),
+            request_counts=RequestCounts.from_raw(counts) if counts else _NO_COUNTS,
             partial=is_partial(raw_status),
-            output_file_id=raw.get("output_file_id") or None,
-            error_file_id=raw.get("error_file_id") or None,
-            errors=_error_messages(raw.get("errors")),
+            output_file_id=get("output_file_id") or None,
+            error_file_id=get("error_file_id") or None,
+            errors=_error_messages(errors) if errors else (),
             timestamps=timestamps,
             raw=dict(raw),
         )

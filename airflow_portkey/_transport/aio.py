@@ -68,6 +68,8 @@ SESSION_CONNECTIONS = 100
 class _Key:
     connection: Connection
     keepalive: float
+    headers: tuple[tuple[str, str], ...]
+    """The connection's own headers (credentials, routing): every request of the session."""
 
 
 @dataclass(slots=True)
@@ -114,6 +116,7 @@ def _new_session(key: _Key, *, force_close: bool = False) -> aiohttp.ClientSessi
     )
     session = aiohttp.ClientSession(
         connector=connector,
+        headers=dict(key.headers),
         timeout=aiohttp.ClientTimeout(
             total=connection.total_timeout, sock_connect=connection.connect_timeout
         ),
@@ -175,9 +178,13 @@ class AsyncTransport:
         keepalive_expiry: float,
         max_answer_bytes: int = MAX_ANSWER_BYTES,
     ) -> None:
-        self._key = _Key(Connection.of(settings), keepalive_expiry)
-        # Headers travel with each request, so that hooks with different trace ids share.
-        self._headers = request_headers(headers)
+        shared = request_headers(settings.headers())
+        self._key = _Key(Connection.of(settings), keepalive_expiry, tuple(shared.items()))
+        # What this hook sends beyond the connection's headers (its trace id and metadata)
+        # travels with each request, so that hooks of different tasks share one session.
+        own = {name: value for name, value in headers.items() if shared.get(name) != value}
+        self._headers = own or None
+        self._urls: dict[str, yarl.URL] = {}
         self._max_answer_bytes = max_answer_bytes
         self._max_connections = max_connections
         self._slots = asyncio.Semaphore(max_connections)
@@ -205,21 +212,17 @@ class AsyncTransport:
     async def _exchange(self, session: aiohttp.ClientSession, request: ApiRequest) -> Outcome:
         connection = self._key.connection
         limit = self._max_answer_bytes
-        target = connection.base_url + request.path
-        if request.params:
-            target += "?" + urlencode(request.params)
         try:
             async with session.request(
                 request.method,
-                # As built: a Bedrock id is an escaped ARN that must reach the server verbatim.
-                yarl.URL(target, encoded=True),
+                self._url(request),
                 json=request.json_body,
                 headers=self._headers,
                 proxy=connection.proxy,
                 allow_redirects=False,  # as on the sync path: a redirect would carry the keys
             ) as response:
                 try:
-                    headers = _lower(response.headers)
+                    headers = response.headers  # looked up by lower-case name, as the core does
                     check_framing(headers, limit)
                     body = await _read_capped(response, headers, limit)
                 except BaseException:
@@ -228,6 +231,20 @@ class AsyncTransport:
                 return ApiResponse(response.status, headers, body)
         except Exception as error:
             return TransportFailure(*classify(error, FAILURES))
+
+    def _url(self, request: ApiRequest) -> yarl.URL:
+        """The request's URL, as built: a Bedrock id is an escaped ARN that must reach the
+        server verbatim. Kept for the next poll of the same batch (parsing costs a poll
+        several microseconds)."""
+        target = self._key.connection.base_url + request.path
+        if request.params:
+            target += "?" + urlencode(request.params)
+        url = self._urls.get(target)
+        if url is None:
+            if len(self._urls) >= 64:
+                self._urls.clear()
+            url = self._urls[target] = yarl.URL(target, encoded=True)
+        return url
 
     async def aclose(self) -> None:
         """Give the shared session back; the last user to leave closes it."""
@@ -251,12 +268,3 @@ async def _read_capped(
             raise MalformedAnswer(too_large(limit))
         parts.append(chunk)
     return b"".join(parts)
-
-
-def _lower(headers: Mapping[str, str]) -> dict[str, str]:
-    """Lower-case names; a repeated header's values joined, as requests joins them."""
-    lowered: dict[str, str] = {}
-    for name, value in headers.items():
-        name = name.lower()
-        lowered[name] = f"{lowered[name]}, {value}" if name in lowered else value
-    return lowered

@@ -31,6 +31,10 @@ from airflow_portkey._transport.common import (
     too_large,
 )
 
+# A download (batch output, possibly gigabytes) gets one more second for every this many bytes
+# received beyond the request's time limit: a slow but steady transfer finishes, a drip does not.
+DOWNLOAD_BYTES_PER_EXTRA_SECOND = 256 << 10
+
 
 class _DeadlinePassed(Exception):
     """The request's total time limit passed while its answer was still arriving."""
@@ -120,11 +124,13 @@ class SyncTransport:
                         assert sink is not None
                         sink.seek(0)
                         sink.truncate()
-                        self._read(response, deadline, sink.write, None)
+                        self._read(
+                            response, deadline, sink.write, None, DOWNLOAD_BYTES_PER_EXTRA_SECOND
+                        )
                         body = b""
                     else:
                         parts: list[bytes] = []
-                        self._read(response, deadline, parts.append, self._max_answer_bytes)
+                        self._read(response, deadline, parts.append, self._max_answer_bytes, None)
                         body = b"".join(parts)
                 except BaseException:
                     response.raw.close()  # its connection's state is unknown: never reuse it
@@ -134,7 +140,12 @@ class SyncTransport:
             return TransportFailure(*classify(error, FAILURES))
 
     def _read(
-        self, response: requests.Response, deadline: float, write: Any, limit: int | None
+        self,
+        response: requests.Response,
+        deadline: float,
+        write: Any,
+        limit: int | None,
+        bytes_per_extra_second: int | None,
     ) -> None:
         """Read the (decoded) body chunk by chunk, as it arrives, within the deadline: a
         server that drips one byte at a time cannot hold the request beyond it."""
@@ -142,7 +153,8 @@ class SyncTransport:
         sock = getattr(raw.connection, "sock", None)
         size = 0
         while True:
-            left = deadline - time.monotonic()
+            extra = size / bytes_per_extra_second if bytes_per_extra_second else 0.0
+            left = deadline + extra - time.monotonic()
             if left <= 0:
                 raise _DeadlinePassed("the answer did not arrive within the request's time limit")
             if sock is not None:

@@ -12,10 +12,12 @@ from __future__ import annotations
 import gzip
 import json
 import tracemalloc
+from pathlib import Path
 
 import pytest
 
 from airflow_portkey._core.messages import ApiRequest, ApiResponse, TransportFailure
+from airflow_portkey._transport.sync import SyncTransport
 
 from .paths import GET, PATHS, exchange, kind_of, settings_for
 from .server import Peer, Seen, misbehaving, response
@@ -229,3 +231,38 @@ def test_every_request_says_who_sends_it(path: str) -> None:
         exchange(path, settings_for(server.url))
     (seen,) = server.requests
     assert seen.headers["user-agent"] == "airflow-portkey/0.1.0"
+
+
+DOWNLOAD = ApiRequest("GET", "/files/file_1/content", stream=True)
+
+
+def test_download_streams_to_disk_beyond_the_answer_cap(tmp_path: Path) -> None:
+    """Downloads (sync path only) are written as they arrive, with no size cap."""
+    body = b'{"custom_id": "r"}\n' * 200_000  # 3.8 MB, beyond the 1 MiB cap set here
+
+    def output(peer: Peer, seen: Seen) -> bool:
+        return peer.send(response(body))
+
+    with misbehaving(output) as server:
+        sync = SyncTransport(settings_for(server.url), {}, max_answer_bytes=1 << 20)
+        with (tmp_path / "out.jsonl").open("w+b") as sink:
+            outcome = sync.send(DOWNLOAD, sink)
+        sync.close()
+    assert kind_of(outcome) == "ok 200"
+    assert (tmp_path / "out.jsonl").read_bytes() == body
+
+
+def test_download_that_drips_ends_at_the_time_limit(tmp_path: Path) -> None:
+    def drip(peer: Peer, seen: Seen) -> bool:
+        peer.send(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
+        for _ in range(150):
+            if not peer.send(b"x") or peer.stopping(0.4):
+                return False
+        return False
+
+    with misbehaving(drip) as server:
+        sync = SyncTransport(settings_for(server.url, request_timeout=1.5), {})
+        with (tmp_path / "out.jsonl").open("w+b") as sink:
+            outcome = sync.send(DOWNLOAD, sink)
+        sync.close()
+    assert kind_of(outcome) == "timeout"
