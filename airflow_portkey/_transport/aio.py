@@ -156,6 +156,10 @@ async def _release(key: _Key, session: aiohttp.ClientSession) -> None:
         await session.close()
 
 
+# Equal keys, one object: thousands of triggers on one connection hold one key between them.
+_keys: dict[_Key, _Key] = {}
+
+
 def shared_sessions() -> int:
     """How many shared sessions the running loop holds open (for tests)."""
     per_loop = _loops.get(asyncio.get_running_loop())
@@ -179,34 +183,38 @@ class AsyncTransport:
         max_answer_bytes: int = MAX_ANSWER_BYTES,
     ) -> None:
         shared = request_headers(settings.headers())
-        self._key = _Key(Connection.of(settings), keepalive_expiry, tuple(shared.items()))
+        key = _Key(Connection.of(settings), keepalive_expiry, tuple(shared.items()))
+        if len(_keys) > 256:
+            _keys.clear()  # settings seen once (tests, short-lived configurations)
+        self._key = _keys.setdefault(key, key)  # one object for every hook of a connection
         # What this hook sends beyond the connection's headers (its trace id and metadata)
         # travels with each request, so that hooks of different tasks share one session.
         own = {name: value for name, value in headers.items() if shared.get(name) != value}
         self._headers = own or None
-        self._urls: dict[str, yarl.URL] = {}
         self._max_answer_bytes = max_answer_bytes
         self._max_connections = max_connections
         self._slots = asyncio.Semaphore(max_connections)
         self._session: aiohttp.ClientSession | None = None
-        self._session_loop: asyncio.AbstractEventLoop | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def send(self, request: ApiRequest) -> Outcome:
-        session = await self._shared()
+        session = self._session
+        if session is None or session.closed or self._loop is not asyncio.get_running_loop():
+            session = await self._shared()
         async with self._slots:
             if request.fresh_connection:
                 # A kept-alive connection answered another request: this one goes on a
                 # connection of its own, closed after it.
-                async with _new_session(self._key, force_close=True) as session:
-                    return await self._exchange(session, request)
+                async with _new_session(self._key, force_close=True) as fresh:
+                    return await self._exchange(fresh, request)
             return await self._exchange(session, request)
 
     async def _shared(self) -> aiohttp.ClientSession:
-        loop = asyncio.get_running_loop()
-        if self._session is None or self._session.closed or self._session_loop is not loop:
-            self._session = await _acquire(self._key)
-            self._session_loop = loop
-            self._slots = asyncio.Semaphore(self._max_connections)  # bound to this loop
+        if self._session is not None and self._loop is not None and not self._loop.is_closed():
+            await self.aclose()  # a lease on another loop's session: give it back first
+        self._session = await _acquire(self._key)
+        self._loop = asyncio.get_running_loop()
+        self._slots = asyncio.Semaphore(self._max_connections)  # bound to this loop
         return self._session
 
     async def _exchange(self, session: aiohttp.ClientSession, request: ApiRequest) -> Outcome:
@@ -234,24 +242,18 @@ class AsyncTransport:
 
     def _url(self, request: ApiRequest) -> yarl.URL:
         """The request's URL, as built: a Bedrock id is an escaped ARN that must reach the
-        server verbatim. Kept for the next poll of the same batch (parsing costs a poll
-        several microseconds)."""
+        server verbatim."""
         target = self._key.connection.base_url + request.path
         if request.params:
             target += "?" + urlencode(request.params)
-        url = self._urls.get(target)
-        if url is None:
-            if len(self._urls) >= 64:
-                self._urls.clear()
-            url = self._urls[target] = yarl.URL(target, encoded=True)
-        return url
+        return yarl.URL(target, encoded=True)
 
     async def aclose(self) -> None:
         """Give the shared session back; the last user to leave closes it."""
         session, self._session = self._session, None
-        if session is not None and self._session_loop is asyncio.get_running_loop():
+        if session is not None and self._loop is asyncio.get_running_loop():
             await _release(self._key, session)
-        self._session_loop = None
+        self._loop = None
 
 
 async def _read_capped(
