@@ -72,9 +72,14 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     url = f"{spec['base_url']}/batches/{batch_id}"
     timeout = (10.0, 60.0)
 
+    from airflow_portkey._transport.common import USER_AGENT
+
     hook = PortkeyHook()
     session = requests.Session()
-    session.headers.update({"Accept": "application/json", **c.bench_headers()})
+    # The same headers as the hook's, its User-Agent included.
+    session.headers.update(
+        {"Accept": "application/json", "User-Agent": USER_AGENT, **c.bench_headers()}
+    )
     same = {k.lower(): v for k, v in session.headers.items()}
     theirs = {k.lower(): v for k, v in hook.get_conn().headers.items()}
     if same != theirs:

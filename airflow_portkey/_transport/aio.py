@@ -59,6 +59,8 @@ FAILURES: tuple[tuple[type[BaseException], str], ...] = (
     (OSError, "dropped"),
 )
 
+_NO_CONTENT_TYPE = frozenset({"Content-Type"})
+
 # Connections one shared session keeps at most (aiohttp's default); a hook's own
 # max_connections bounds its requests in flight.
 SESSION_CONNECTIONS = 100
@@ -226,6 +228,9 @@ class AsyncTransport:
                 self._url(request),
                 json=request.json_body,
                 headers=self._headers,
+                # A POST without a body goes without a Content-Type, as on the sync path: the
+                # gateway refuses aiohttp's application/octet-stream.
+                skip_auto_headers=_NO_CONTENT_TYPE if request.json_body is None else None,
                 proxy=connection.proxy,
                 allow_redirects=False,  # as on the sync path: a redirect would carry the keys
             ) as response:

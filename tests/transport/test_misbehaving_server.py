@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+import airflow_portkey
 from airflow_portkey._core.messages import ApiRequest, ApiResponse, TransportFailure
 from airflow_portkey._transport.sync import SyncTransport
 
@@ -230,7 +231,7 @@ def test_every_request_says_who_sends_it(path: str) -> None:
     with misbehaving(answer) as server:
         exchange(path, settings_for(server.url))
     (seen,) = server.requests
-    assert seen.headers["user-agent"] == "airflow-portkey/0.1.0"
+    assert seen.headers["user-agent"] == f"airflow-portkey/{airflow_portkey.__version__}"
 
 
 DOWNLOAD = ApiRequest("GET", "/files/file_1/content", stream=True)
@@ -266,3 +267,14 @@ def test_download_that_drips_ends_at_the_time_limit(tmp_path: Path) -> None:
             outcome = sync.send(DOWNLOAD, sink)
         sync.close()
     assert kind_of(outcome) == "timeout"
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_post_without_a_body_has_no_content_type(path: str) -> None:
+    """The gateway refuses a cancel that names a Content-Type without a body."""
+    cancel = ApiRequest("POST", "/batches/batch_1/cancel")
+    with misbehaving(answer) as server:
+        exchange(path, settings_for(server.url), cancel)
+    (seen,) = server.requests
+    assert "content-type" not in seen.headers
+    assert seen.headers["content-length"] == "0"
