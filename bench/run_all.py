@@ -29,6 +29,7 @@ BENCHES = [
     ("cancel", "bench_cancel.py", "3. Cancel fan-out"),
     ("import", "bench_import.py", "4. DAG parse cost"),
     ("overhead", "bench_overhead.py", "5. Per-call overhead"),
+    ("ratelimit", "bench_ratelimit.py", "6. Rate limits"),
 ]
 DOC = c.REPO / "docs" / "benchmarks.md"
 BASELINE_PACKAGES = ("apache-airflow-providers-openai", "portkey-ai")
@@ -143,6 +144,13 @@ def write_doc(
                 "- 3: on loopback the emulator answers at once, so only CPU limits either way; "
                 "the second scenario has the emulator answer each cancel after 20 ms, a "
                 "stand-in for a real API's round trip.",
+                "- 6: one process runs every scenario, each on a fresh event loop, against "
+                "the emulator started with `--rate-limit 50` (a bucket of one second's requests "
+                "per key, refilled continuously; 429 with `Retry-After: 1`). `today` turns the "
+                "shared budget off (each wait backs off alone, as before it existed). Refused % "
+                "= 429 answers / requests the emulator received. Between scenarios the bucket "
+                "refills. CPU per poll compares the cap with no budget at the cap's own rate "
+                "(interval x cap waits, no limit), so that both send the same requests a second.",
                 "- 4: every sample is a new interpreter that imports `airflow.sdk`'s DAG, then "
                 "the target (forking one process that has done the first import instead reads "
                 "about 40% higher here: copy-on-write faults).",

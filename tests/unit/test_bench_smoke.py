@@ -1,6 +1,6 @@
 """The benchmarks still run: each bench/ script in --smoke mode, as a subprocess.
 
-The five start together as soon as collection ends (most of a smoke run is a process importing
+The six start together as soon as collection ends (most of a smoke run is a process importing
 Airflow), at a lower priority, and run while the rest of the session does; these tests run
 last and each waits for its own script and checks the figures it printed.
 Smoke mode needs no baselines environment and writes no docs.
@@ -90,6 +90,25 @@ EXPECTED: dict[str, list[str]] = {
         rf"^  sync: hook/raw = {NUMBER}x wall, {NUMBER}x CPU$",
         rf"^GOAL per-call overhead within 1\.15x \(async\): {VERDICT}$",
         r"^BENCH overhead done$",
+    ],
+    "bench_ratelimit.py": [
+        *(
+            rf"^waits {mode}: n=40, [0-9]+ requests in [0-9]+ s, [0-9]+ refused \({NUMBER}%\)$"
+            for mode in ("today", "hold", "cap")
+        ),
+        rf"^detection under the cap: 4 of 4 detected, median {NUMBER} s, max {NUMBER} s, "
+        rf"bound {NUMBER} s",
+        rf"^CPU per poll, 12 waits at 1 s, no limit: budget off {NUMBER} us, cap {NUMBER} us",
+        rf"^shared reads: 40 waits on 10 batches, {NUMBER} requests per interval",
+        *(
+            rf"^cancel {mode}: 40 of 40 cancelled, [0-9]+ requests, [0-9]+ refused"
+            for mode in ("today", "cap")
+        ),
+        rf"^GOAL refused <= 1% of requests, 40 waits at 20 req/s: {VERDICT}$",
+        rf"^GOAL completion detected within interval \+ N/cap \(\+0\.5 s\): {VERDICT}$",
+        rf"^GOAL 40 waits on 10 batches: about 10 requests per interval: {VERDICT}$",
+        rf"^GOAL cancel fan-out of 40 at 20 req/s: all cancelled, refused <= 1%: {VERDICT}$",
+        r"^BENCH ratelimit done$",
     ],
 }
 
