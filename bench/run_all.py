@@ -149,8 +149,9 @@ def write_doc(
                 "per key, refilled continuously; 429 with `Retry-After: 1`). `today` turns the "
                 "shared budget off (each wait backs off alone, as before it existed). Refused % "
                 "= 429 answers / requests the emulator received. Between scenarios the bucket "
-                "refills. CPU per poll compares the cap with no budget at the cap's own rate "
-                "(interval x cap waits, no limit), so that both send the same requests a second.",
+                "refills. CPU per poll compares the cap with no budget at the same rate (80% of "
+                "the cap, no limit), and reports the 1,000 waits held to the cap over their "
+                "second round (the first opens one connection per wait).",
                 "- 4: every sample is a new interpreter that imports `airflow.sdk`'s DAG, then "
                 "the target (forking one process that has done the first import instead reads "
                 "about 40% higher here: copy-on-write faults).",
