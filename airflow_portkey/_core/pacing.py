@@ -128,42 +128,56 @@ class SharedAnswer:
 
 
 class SharedReads:
-    """The last good answer to each shared read, for waits that ask the same soon after.
+    """When each read was last sent, and for reads that several waits make, its good answer.
 
     A wait takes another's answer when it was sent within the wait's ``share_for`` and after
     the last answer that wait saw (never the same answer twice): waits on one batch then make
     one request per interval between them, and each sees news no later than by its own polls.
+    Answers are kept only for reads a second wait has asked for (most batches have one wait:
+    their answers would be memory spent for nothing); that second wait reads once on its own.
     """
 
     def __init__(self) -> None:
-        self._answers: dict[str, SharedAnswer] = {}
+        self._reads: dict[str, tuple[float, ApiResponse | None]] = {}
+        self._shared: set[str] = set()
         self._sweep_at = 1024
         self._longest_share = 0.0
 
     def __len__(self) -> int:
-        return len(self._answers)
+        """How many answers are kept."""
+        return sum(1 for _, response in self._reads.values() if response is not None)
 
     def lookup(
         self, key: str, now: float, share_for: float, seen_sent_at: float = -math.inf
     ) -> SharedAnswer | None:
-        answer = self._answers.get(key)
-        if answer is None or answer.sent_at <= seen_sent_at or now - answer.sent_at > share_for:
+        entry = self._reads.get(key)
+        if entry is None or entry[0] <= seen_sent_at:
+            return None  # never read, or this wait's own last read
+        sent_at, response = entry
+        if response is None:
+            self._shared.add(key)  # a second wait reads it: keep its answers from now on
             return None
-        return answer
+        if now - sent_at > share_for:
+            return None
+        return SharedAnswer(sent_at, response)
 
     def remember(self, key: str, sent_at: float, outcome: Outcome, share_for: float) -> None:
-        """Keep a good answer (an error is not shared beyond the waits already waiting)."""
-        if not isinstance(outcome, ApiResponse) or not 200 <= outcome.status_code < 300:
+        """Note a read; keep its answer when it is good and another wait reads it too (an
+        error is not shared beyond the waits already waiting for it)."""
+        current = self._reads.get(key)
+        if current is not None and current[0] >= sent_at:
             return
-        current = self._answers.get(key)
-        if current is None or current.sent_at < sent_at:
-            self._answers[key] = SharedAnswer(sent_at, outcome)
+        kept = None
+        if isinstance(outcome, ApiResponse) and 200 <= outcome.status_code < 300:
+            kept = outcome if key in self._shared else None
+        self._reads[key] = (sent_at, kept)
         self._longest_share = max(self._longest_share, share_for)
-        if len(self._answers) >= self._sweep_at:
+        if len(self._reads) >= self._sweep_at:
             self._sweep(sent_at)
 
     def _sweep(self, now: float) -> None:
-        # Answers too old for any wait to take; the bound doubles so sweeps stay rare.
+        # Reads too old for any wait to take; the bound doubles so sweeps stay rare.
         horizon = now - self._longest_share
-        self._answers = {k: a for k, a in self._answers.items() if a.sent_at >= horizon}
-        self._sweep_at = max(1024, 2 * len(self._answers))
+        self._reads = {k: e for k, e in self._reads.items() if e[0] >= horizon}
+        self._shared &= self._reads.keys()
+        self._sweep_at = max(1024, 2 * len(self._reads))
