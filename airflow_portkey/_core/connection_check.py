@@ -20,6 +20,8 @@ from airflow_portkey._core.settings import DEFAULT_BASE_URL, PortkeySettings
 # Worst case, a host that accepts and never answers: connect + read, well under 10 seconds.
 CHECK_CONNECT_TIMEOUT = 3.0
 CHECK_READ_TIMEOUT = 5.0
+# The whole check ends by then, even when a server trickles its answer byte by byte.
+CHECK_DEADLINE = 9.0
 
 _BASE_URL = "the Base URL field (host)"
 
@@ -55,6 +57,16 @@ def explain_failure(error: PortkeyError, settings: PortkeySettings) -> str:
     if isinstance(error, PortkeyAPIError):
         return f"{where}: {error}"
     return f"{where}: {error}"
+
+
+def explain_deadline(settings: PortkeySettings) -> str:
+    """The message when the whole check ran out of time (a trickling or stuck answer)."""
+    return (
+        f"Portkey connection {settings.conn_id!r}: no complete answer from {settings.base_url} "
+        f"within {CHECK_DEADLINE:g} s (the test makes one quick attempt). Check {_BASE_URL}: "
+        "is a Portkey API or gateway listening there, and is it reachable from the Airflow API "
+        "server?"
+    )
 
 
 def _transport_advice(error: PortkeyTransportError, settings: PortkeySettings) -> str:

@@ -16,6 +16,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
@@ -411,7 +412,9 @@ class PortkeyHook(BaseHook):
         """
         from airflow_portkey._core.connection_check import (
             CHECK_CONNECT_TIMEOUT,
+            CHECK_DEADLINE,
             CHECK_READ_TIMEOUT,
+            explain_deadline,
             explain_failure,
         )
         from airflow_portkey._transport.sync import SyncTransport
@@ -432,14 +435,29 @@ class PortkeyHook(BaseHook):
         ctx = CallContext(
             conn_id=name, secrets=settings.secrets, policy=RetryPolicy(max_retries=0, budget=0)
         )
-        transport = SyncTransport(quick, settings.headers())
-        try:
-            self.run(plans.list_page(ctx, 1, None), transport=transport)
-        except PortkeyError as error:
-            return False, explain_failure(error, quick)
-        finally:
-            transport.close()
-        return True, f"Connected to Portkey at {settings.base_url} ({_routing(settings)})"
+        outcome: list[tuple[bool, str]] = []
+
+        def check() -> None:
+            transport = SyncTransport(quick, settings.headers())
+            try:
+                self.run(plans.list_page(ctx, 1, None), transport=transport)
+            except PortkeyError as error:
+                outcome.append((False, explain_failure(error, quick)))
+            except Exception as error:
+                outcome.append((False, f"Portkey connection {name!r}: {error}"))
+            else:
+                routing = _routing(settings)
+                outcome.append((True, f"Connected to Portkey at {settings.base_url} ({routing})"))
+            finally:
+                transport.close()
+
+        # requests bounds each read, not the whole answer (nor the name lookup): a server that
+        # trickles bytes could hold the button for minutes. The check runs on a daemon thread,
+        # and the button gets its answer at the deadline whatever the thread is still doing.
+        worker = threading.Thread(target=check, name="portkey-connection-test", daemon=True)
+        worker.start()
+        worker.join(CHECK_DEADLINE)
+        return outcome[0] if outcome else (False, explain_deadline(quick))
 
     # -- batch API, async ---------------------------------------------------------------------
 

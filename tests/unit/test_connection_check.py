@@ -6,11 +6,16 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
 
-from airflow_portkey._core.connection_check import CHECK_CONNECT_TIMEOUT, CHECK_READ_TIMEOUT
+from airflow_portkey._core.connection_check import (
+    CHECK_CONNECT_TIMEOUT,
+    CHECK_DEADLINE,
+    CHECK_READ_TIMEOUT,
+)
 from airflow_portkey.testing import PortkeyEmulator
 
 from .support import CONN_ID, MakeHook
@@ -164,3 +169,42 @@ def test_outside_airflows_api_the_hooks_own_id_is_named(make_hook: MakeHook) -> 
     ok, message = make_hook(host=refusing_url()).test_connection()
     assert ok is False
     assert message.startswith(f"Portkey connection {CONN_ID!r}: ")
+
+
+class TricklingServer(SilentServer):
+    """Accepts, then sends an answer's status line one byte per second, never finishing: each
+    read gets a byte within the read timeout, so only a deadline on the whole check ends it."""
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted.append(conn)
+            threading.Thread(target=self._trickle, args=(conn,), daemon=True).start()
+
+    @staticmethod
+    def _trickle(conn: socket.socket) -> None:
+        try:
+            conn.recv(65536)
+            for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 10_000:
+                conn.sendall(bytes([byte]))
+                time.sleep(1)
+        except OSError:
+            return
+
+
+def test_a_trickling_host_is_cut_off_by_the_checks_deadline(make_hook: MakeHook) -> None:
+    server = TricklingServer()
+    url = server.base_url
+    try:
+        ok, message = make_hook(host=url, max_retries=5).test_connection()
+    finally:
+        server.close()
+    assert ok is False
+    assert message.startswith(
+        f"Portkey connection {CONN_ID!r}: no complete answer from {url} within {CHECK_DEADLINE:g} s"
+    )
+    assert CHECK_DEADLINE < 10
+    assert len(server.accepted) == 1
