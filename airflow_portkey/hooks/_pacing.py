@@ -95,13 +95,13 @@ class LoopPace:
     async def _join(
         self, read: _Read, request: ApiRequest
     ) -> tuple[Outcome, float] | HeldBack | None:
-        if request.deadline is None:
-            return await asyncio.shield(read.answer)
-        patience = max(0.0, request.deadline - time.time())
-        try:
-            return await asyncio.wait_for(asyncio.shield(read.answer), patience)
-        except asyncio.TimeoutError:
+        patience = None if request.deadline is None else max(0.0, request.deadline - time.time())
+        # asyncio.wait, not wait_for: on Python 3.11 wait_for can swallow a cancellation that
+        # comes as the answer does (the leader cancelled too), and the wait would poll on.
+        done, _ = await asyncio.wait({read.answer}, timeout=patience)
+        if not done:
             return HeldBack(0.0)
+        return read.answer.result()
 
     async def _lead(
         self,

@@ -122,3 +122,39 @@ def test_sync_calls_keep_to_the_cap_within_the_process(
     # 5 a second: at least 0.2 s apart when sent (at once without the cap); a busy machine
     # may delay one send, which brings it closer to the next.
     assert all(b - a >= 0.1 for a, b in itertools.pairwise(received))
+
+
+@pytest.mark.parametrize("hops", range(5))
+def test_a_wait_cancelled_as_its_shared_answer_arrives_ends_cancelled(hops: int) -> None:
+    """A triggerer stops a trigger by cancelling its task; a wait waiting for another wait's
+    read must end even when the answer arrives in the same moment (it would poll on)."""
+    from airflow_portkey._core.messages import ApiRequest, ApiResponse
+    from airflow_portkey._core.pacing import RateBudget
+    from airflow_portkey.hooks._pacing import LoopPace
+
+    answer = ApiResponse(200, {}, b"{}")
+    request = ApiRequest("GET", "/batches/b", share_for=5.0, deadline=time.time() + 60)
+
+    async def go() -> bool:
+        pace = LoopPace(RateBudget())
+        release = asyncio.get_running_loop().create_future()
+
+        async def transmit() -> ApiResponse:
+            await release
+            return answer
+
+        leader = asyncio.create_task(pace.send(request, transmit, {}))
+        await asyncio.sleep(0)
+        joiner = asyncio.create_task(pace.send(request, transmit, {}))
+        await asyncio.sleep(0)
+        release.set_result(None)
+        for _ in range(hops):
+            await asyncio.sleep(0)
+        running = joiner.cancel()  # False once it has its answer: nothing left to stop
+        await asyncio.wait([leader, joiner], timeout=2)
+        stopped = joiner.done() and (joiner.cancelled() or not running)
+        leader.cancel()
+        joiner.cancel()
+        return stopped
+
+    assert asyncio.run(go())
