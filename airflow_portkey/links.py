@@ -31,9 +31,12 @@ class PortkeyLogsLink(BaseOperatorLink):
         if not isinstance(conn_id, str) or not conn_id:
             return ""
         try:
-            from airflow_portkey.hooks.portkey import PortkeyHook
+            from airflow.sdk import BaseHook
 
-            hosted = PortkeyHook(conn_id).settings.is_hosted
+            from airflow_portkey.hooks._connections import settings_of
+
+            # Only the base URL matters: no hook, so no second round of the task's log lines.
+            hosted = settings_of(conn_id, BaseHook.get_connection(conn_id)).is_hosted
         except Exception as error:  # a link must never fail the task: no link then
             log.debug("No Portkey logs link: connection %r unusable (%s)", conn_id, error)
             return ""
