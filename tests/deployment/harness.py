@@ -604,6 +604,17 @@ class Emulator:
 
 # -- Airflow --------------------------------------------------------------------------------
 
+
+class Components(dict[str, "Proc"]):
+    """Process name -> process. A bare ``triggerer`` or ``worker`` means the first of them,
+    as in a deployment that runs one."""
+
+    def __missing__(self, name: str) -> Proc:
+        if name in ("triggerer", "worker"):
+            return self[f"{name}-1"]
+        raise KeyError(name)
+
+
 # The components of the distributed deployment, by process name.
 TRIGGERERS = ("triggerer-1", "triggerer-2")
 WORKERS = ("worker-1", "worker-2")
@@ -620,7 +631,7 @@ class Airflow:
     env: dict[str, str]
     port: int
     log_dir: Path
-    procs: dict[str, Proc] = field(default_factory=dict)
+    procs: Components = field(default_factory=Components)
     retired: list[Proc] = field(default_factory=list)
     _token: str | None = None
 
@@ -737,7 +748,10 @@ class Airflow:
     def start(self, name: str) -> Proc:
         """Start a component by its process name: ``api-server``, ``scheduler``,
         ``dag-processor``, ``triggerer-<n>`` or ``worker-<n>`` (a Celery worker). A name that
-        ran before is started afresh (the old process is kept as retired)."""
+        ran before is started afresh (the old process is kept as retired); a bare
+        ``triggerer`` or ``worker`` means the first of them."""
+        if name in ("triggerer", "worker"):
+            name += "-1"
         if name in self.procs and self.procs[name].alive():
             raise DeploymentError(f"{name} is already running")
         if name in self.procs:

@@ -284,6 +284,63 @@ def test_triggerer_killed_mid_wait_hands_its_triggers_to_the_other(
     )
 
 
+@pytest.mark.xfail(
+    reason="Airflow 3.3.2 calls on_kill() on the triggers that another triggerer took from a "
+    "stalled one, as if a user had acted; with cancel_on_kill the provider then cancels the "
+    "batch (docs/deployment.md, 'Several triggerers')",
+    strict=False,
+)
+def test_triggerer_stalled_past_the_threshold_cancels_nothing_when_it_wakes(
+    deployment: Deployment,
+) -> None:
+    """A triggerer frozen (SIGSTOP, as a starved or swapping machine stalls it) longer than
+    [triggerer] triggerer_health_check_threshold: the other one takes its triggers; when it
+    wakes (SIGCONT), nothing may be cancelled and every wait must still end in success."""
+    d = deployment
+    af = d.airflow
+    runs = start_waits(d, 2)
+    sensors = wait_deferred_and_polled(d, runs)
+    share = Counter(host_of_triggerer(ti) for ti in sensors.values())
+    stalled = max(TRIGGERERS, key=lambda name: share[name])
+    (other,) = set(TRIGGERERS) - {stalled}
+    taken = {r: runs[r] for r, ti in sensors.items() if host_of_triggerer(ti) == stalled}
+    group = af.procs[stalled].pid
+    polls_at_stop = {b: gets(d, b) for b in taken.values()}
+    os.killpg(group, signal.SIGSTOP)
+    t_stop = time.monotonic()
+    try:
+        wait_for(
+            f"{other} to take the triggers of the stalled {stalled}",
+            lambda: all(gets(d, b) > n for b, n in polls_at_stop.items()),
+            timeout=180,
+            interval=0.5,
+            diagnose=af.diagnose,
+        )
+        t_taken = time.monotonic()
+    finally:
+        os.killpg(group, signal.SIGCONT)
+    t_wake = time.monotonic()
+    time.sleep(10)  # the woken triggerer's loop has seen its triggers gone
+    sent = {b: len(cancels(d, b)) for b in runs.values()}
+    first_cancel = min(
+        (r["received_at"] for b in runs.values() for r in cancels(d, b)), default=None
+    )
+    for batch_id in runs.values():
+        d.emulator.set_status(batch_id, "completed")
+    states = {r: af.wait_run_state(WAIT_DAG, r, timeout=180) for r in runs}
+    report(
+        "2b-triggerer-stalled",
+        stalled=stalled,
+        taken=len(taken),
+        stop_to_taken_s=t_taken - t_stop,
+        cancels=sum(sent.values()),
+        wake_to_first_cancel_s=None if first_cancel is None else first_cancel - t_wake,
+        run_states=sorted(states.values()),
+    )
+    assert sum(sent.values()) == 0, sent
+    assert set(states.values()) == {"success"}, states
+
+
 # -- 3: a Celery worker SIGKILLed while a create-and-wait task waits in it --------------------
 
 
