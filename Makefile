@@ -50,7 +50,7 @@ test: lint $(NODE_READY)
 # Redis (Debian's postgresql and redis-server packages; .ci/run installs them), CeleryExecutor
 # with two workers, scheduler, dag-processor, api-server and two triggerers, against the
 # emulator as a process of its own. `make test` skips this tier (it needs
-# PORTKEY_DEPLOYMENT_TESTS=1); it takes about 20 minutes on a 2-core machine.
+# PORTKEY_DEPLOYMENT_TESTS=1); it took 30 minutes on a busy 2-core machine (docs/deployment.md).
 DEPLOY_READY := $(VENV)/.deploy-ready
 
 $(DEPLOY_READY): $(READY) pyproject.toml

@@ -19,8 +19,9 @@ from tests.deployment.harness import BUDGET, Deployment, deployment_running
 
 ENABLED = os.environ.get("PORTKEY_DEPLOYMENT_TESTS") == "1"
 # Waits stop this long after the session starts; stopping everything takes under a minute
-# more. The whole tier takes about 20 minutes on a 2-core machine.
-BUDGET_S = float(os.environ.get("PORTKEY_DEPLOY_BUDGET_S", "1800"))
+# more. The whole tier took 30 minutes on a 2-core machine busy with other work (scenario 5's
+# 1,000 sensors most of it).
+BUDGET_S = float(os.environ.get("PORTKEY_DEPLOY_BUDGET_S", "2400"))
 # Every DAG in tests/deployment/dags must be parsed before the tests start.
 DAG_IDS = tuple(
     match

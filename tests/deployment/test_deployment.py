@@ -43,7 +43,7 @@ CANCEL_DAG = "portkey_deploy_cancel"
 CREATE_DAG = "portkey_deploy_create"
 MANY_DAG = "portkey_deploy_many"
 # Scenario 5's sensor count (docs/deployment.md says what 1,000 cost).
-MANY = int(os.environ.get("PORTKEY_DEPLOY_MANY", "200"))
+MANY = int(os.environ.get("PORTKEY_DEPLOY_MANY", "1000"))
 # Scenarios 1 and 2: enough waits that both triggerers take a share.
 SPREAD = 8
 
