@@ -10,13 +10,14 @@ import ast
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow_portkey.exceptions import PortkeyConfigError, PortkeyError
 
 if TYPE_CHECKING:
+    from airflow_portkey._core.ownership import RunScope, Stamp
     from airflow_portkey._core.waits import WaitOutcome, WaitSpec
     from airflow_portkey.batches import Batch
     from airflow_portkey.hooks.portkey import PortkeyHook
@@ -121,19 +122,128 @@ def wait_many(hook: PortkeyHook, specs: Sequence[WaitSpec]) -> list[WaitOutcome]
     return _in_task(hook, lambda: hook.await_batches(specs))
 
 
-def cancel_now(portkey_conn_id: str, batch_ids: Sequence[str], log: Any) -> None:
-    """Cancel from ``on_kill``: synchronous and with a fresh hook, since a signal handler may
-    interrupt an event loop or a request in the middle of the task's own hook."""
+def cancel_now(portkey_conn_id: str, batch_ids: Sequence[str], log: Any, why: str) -> bool:
+    """Cancel batches with a fresh, synchronous hook; log, never raise: a cancel that fails
+    must not hide the error that led to it (and ``on_kill`` runs in a signal handler, which
+    may interrupt an event loop or a request of the task's own hook). True if all went."""
     from airflow_portkey.hooks.portkey import PortkeyHook
 
+    every = True
     hook = PortkeyHook(portkey_conn_id)
-    for batch_id in batch_ids:
+    try:
+        for batch_id in batch_ids:
+            try:
+                log.warning("%s: cancelling batch %s", why, batch_id)
+                hook.cancel_batch(batch_id)  # logs what the cancel did
+            except Exception as error:  # keep going: every other batch must still be cancelled
+                every = False
+                log.error("%s: could not cancel batch %s: %s", why, batch_id, error)
+    finally:
+        hook.close()
+    return every
+
+
+class KillSwitch:
+    """Stops a task's own wait once Airflow has called ``on_kill``.
+
+    Airflow 3.3.2's SIGTERM handler only calls ``on_kill`` and lets ``execute`` run on, so a
+    task told to stop would keep polling (and its worker slot) until the batch ends. The
+    handler runs in the task's main thread, between two bytecodes of whatever ``execute`` is
+    doing: raising from it stops a wait at once, and only a wait, never the code around it.
+    """
+
+    def __init__(self) -> None:
+        self.waiting = False
+        self.killed = False
+
+    @contextlib.contextmanager
+    def wait_phase(self) -> Iterator[None]:
+        if self.killed:
+            self.stop("starting to wait")
+        self.waiting = True
         try:
-            log.warning("Task killed: cancelling batch %s", batch_id)
-            hook.cancel_batch(batch_id)  # logs what the cancel did
-        except Exception as error:  # keep going: every other batch must still be cancelled
-            log.error("Task killed: could not cancel batch %s: %s", batch_id, error)
-    hook.close()
+            yield
+        finally:
+            self.waiting = False
+
+    def stop(self, what: str) -> None:
+        """Called from ``on_kill``: end the task as terminated if it is waiting."""
+        self.killed = True
+        if self.waiting:
+            self.waiting = False
+            from airflow.sdk.exceptions import AirflowTaskTerminated
+
+            raise AirflowTaskTerminated(f"Task killed while {what}: its wait stops here")
+
+
+def stamp_of(context: Any) -> Stamp | None:
+    """The task instance that is running, as batches are stamped with it."""
+    from airflow_portkey._core.ownership import Stamp
+
+    ti = context.get("ti") if hasattr(context, "get") else None
+    if ti is None:
+        return None
+    map_index = getattr(ti, "map_index", -1)
+    return Stamp(
+        str(ti.dag_id),
+        str(ti.run_id),
+        str(ti.task_id),
+        map_index if isinstance(map_index, int) and map_index >= 0 else -1,
+    )
+
+
+def run_scope_of(context: Any) -> RunScope | None:
+    """The DAG run a task or a callback runs for."""
+    from airflow_portkey._core.ownership import RunScope
+
+    if not hasattr(context, "get"):
+        return None
+    ti = context.get("ti") or context.get("task_instance")
+    dag_run = context.get("dag_run")
+    dag_id = getattr(ti, "dag_id", None) or getattr(dag_run, "dag_id", None)
+    run_id = getattr(ti, "run_id", None) or getattr(dag_run, "run_id", None)
+    if not (dag_id and run_id):
+        return None
+    return RunScope(str(dag_id), str(run_id))
+
+
+_NOT_SUCCEEDED = frozenset({"failed", "upstream_failed"})
+
+
+def failed_upstream(task: Any, context: Any) -> list[str]:
+    """The tasks upstream of a teardown (other teardowns aside) that failed in this run."""
+    ti = context["ti"]
+    dag = task.dag
+    upstream = [
+        task_id
+        for task_id in task.get_flat_relative_ids(upstream=True)
+        if not getattr(dag.get_task(task_id), "is_teardown", False)
+    ]
+    if not upstream:
+        return []
+    states = ti.get_task_states(dag_id=ti.dag_id, task_ids=upstream, run_ids=[ti.run_id])
+    return sorted(
+        name
+        for name, state in (states.get(ti.run_id) or {}).items()
+        if str(getattr(state, "value", state)) in _NOT_SUCCEEDED
+    )
+
+
+# Portkey's clock and Airflow's may disagree: look this much further back than the run began.
+_CLOCK_SKEW_S = 600.0
+_FALLBACK_SEARCH_S = 7 * 24 * 3600.0
+
+
+def run_started_at(context: Any) -> float:
+    """Unix seconds before which no batch of this DAG run can have been created."""
+    import time
+
+    dag_run = context.get("dag_run") if hasattr(context, "get") else None
+    for name in ("start_date", "queued_at", "run_after", "logical_date"):
+        value = getattr(dag_run, name, None)
+        if value is not None and hasattr(value, "timestamp"):
+            return float(value.timestamp()) - _CLOCK_SKEW_S
+    return time.time() - _FALLBACK_SEARCH_S
 
 
 def conclude(
@@ -180,9 +290,4 @@ def cancel_after_timeout(portkey_conn_id: str, batch_id: str, *, enabled: bool, 
     if not enabled:
         log.warning("Timed out; batch %s left running (cancel_on_timeout is off)", batch_id)
         return
-    log.warning("Timed out; cancelling batch %s (cancel_on_timeout)", batch_id)
-    from airflow_portkey.hooks.portkey import PortkeyHook
-
-    hook = PortkeyHook(portkey_conn_id)
-    hook.cancel_batch(batch_id)
-    hook.close()
+    cancel_now(portkey_conn_id, [batch_id], log, "Timed out (cancel_on_timeout)")

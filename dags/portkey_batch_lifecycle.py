@@ -67,9 +67,8 @@ with DAG(
         output_path="/tmp/portkey-results/{{ run_id | replace(':', '_') }}.jsonl",
     )
 
-    # Runs whatever happens upstream; cancels only a batch that is still running.
-    cancel = PortkeyCancelBatchOperator(
-        task_id="cancel_if_abandoned", batch_id=submit.output["batch_id"]
-    )
+    # Runs whatever happens upstream: if a task failed, cancels every batch of this run that
+    # is still running (found by the stamp in its metadata); after a success it sends nothing.
+    cancel = PortkeyCancelBatchOperator(task_id="cancel_if_abandoned", this_dag_run=True)
 
     submit >> wait >> results >> cancel.as_teardown(setups=submit)

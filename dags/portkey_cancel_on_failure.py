@@ -1,7 +1,10 @@
 """Two ways to cancel a batch when the pipeline that started it fails.
 
-1. ``portkey_cancel_on_failure_teardown``: a teardown task (recommended). It runs even when
-   the work fails, cancels the batch, and the DAG run still ends failed.
+1. ``portkey_cancel_on_failure_teardown``: a teardown task (recommended). It runs after the
+   work whatever happened; when the work failed it cancels every batch this DAG run created
+   and that still runs (found by the stamp each batch carries in its metadata: no XCom
+   wiring, every task, try and map index), and the DAG run still ends failed. When the run
+   succeeded it sends nothing.
 2. ``portkey_cancel_on_failure_notifier``: a failure callback on the task that fails. It is
    simpler to add to an existing DAG, but it only runs if the failing task's process can.
 """
@@ -38,7 +41,8 @@ with DAG(
         # Stands for any downstream step that fails while the batch is still running.
         raise RuntimeError("the warehouse is down")
 
-    cancel = PortkeyCancelBatchOperator(task_id="cancel_batch", batch_id=submit.output["batch_id"])
+    # Cancels what this run started, only if a task it tears down failed.
+    cancel = PortkeyCancelBatchOperator(task_id="cancel_batch", this_dag_run=True)
     submit >> load_warehouse() >> cancel.as_teardown(setups=submit)
 
 with DAG(
@@ -50,8 +54,8 @@ with DAG(
 ):
     submit = PortkeyCreateBatchOperator(task_id="submit_batch", input=REQUESTS)
 
-    # When this task fails, its callback cancels the batch submit_batch created.
-    @task(on_failure_callback=PortkeyCancelBatchesNotifier(task_ids="submit_batch"))
+    # When this task fails, its callback cancels the batches this run created.
+    @task(on_failure_callback=PortkeyCancelBatchesNotifier(this_dag_run=True))
     def load_warehouse(batch: dict) -> None:
         raise RuntimeError("the warehouse is down")
 

@@ -19,13 +19,13 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from airflow.sdk import BaseHook
 
-from airflow_portkey._core import answers, endpoints, ids, plans
+from airflow_portkey._core import answers, endpoints, ids, ownership, plans
 from airflow_portkey._core.batch_input import upload_from
 from airflow_portkey._core.defaults import CONN_TYPE, DEFAULT_CONN_ID
 from airflow_portkey._core.messages import (
@@ -327,6 +327,21 @@ class PortkeyHook(BaseHook):
             if page.next_after is None:
                 return
             after = page.next_after
+
+    def find_batches(
+        self,
+        select: Callable[[Batch], bool],
+        *,
+        not_before: float,
+        max_pages: int = ownership.DEFAULT_MAX_PAGES,
+    ) -> list[Batch]:
+        """The recent batches ``select`` accepts, newest first: created at or after
+        ``not_before`` (Unix seconds), among at most ``max_pages`` pages of 100."""
+        return self.run(
+            ownership.find_stamped(
+                self.call_context, select, not_before=not_before, max_pages=max_pages
+            )
+        )
 
     def upload_file(
         self,

@@ -18,6 +18,7 @@ from airflow_portkey._core.defaults import (
     DEFER_TIMEOUT_MARGIN,
 )
 from airflow_portkey._tasks import (
+    KillSwitch,
     batch_ids_from,
     cancel_after_timeout,
     cancel_now,
@@ -114,6 +115,7 @@ class PortkeyBatchSensor(BaseSensorOperator):
         self._said: PollLog | None = None  # what poke has logged (poke mode keeps it)
         self._last_verdict: str | None = None
         self._hook: PortkeyHook | None = None
+        self._kill = KillSwitch()
 
     @property
     def hook(self) -> PortkeyHook:
@@ -136,7 +138,8 @@ class PortkeyBatchSensor(BaseSensorOperator):
         batch_id = self._the_batch_id()
         if not self.deferrable:
             try:
-                return super().execute(context)
+                with self._kill.wait_phase():
+                    return super().execute(context)
             except (AirflowSensorTimeout, AirflowSkipException):
                 # A timeout (a skip, with soft_fail) comes while the batch was still running.
                 if self._last_verdict is None:
@@ -206,4 +209,5 @@ class PortkeyBatchSensor(BaseSensorOperator):
 
     def on_kill(self) -> None:
         if self.cancel_on_kill:
-            cancel_now(self.portkey_conn_id, [self._the_batch_id()], self.log)
+            cancel_now(self.portkey_conn_id, [self._the_batch_id()], self.log, "Task killed")
+        self._kill.stop("poking the batch")

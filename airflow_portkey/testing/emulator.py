@@ -235,6 +235,11 @@ class PortkeyEmulator:
         with state.lock:
             return state.batches[batch_id].render(state.clock.now())
 
+    def batch_ids(self) -> list[str]:
+        """Every batch's id, in the order the batches were created or seeded."""
+        with self._state.lock:
+            return list(self._state.order)
+
     def advance(self, seconds: float) -> None:
         """Move the emulator clock forward."""
         if seconds < 0:

@@ -16,14 +16,24 @@ def test_teardown_cancels_the_batch_when_the_work_fails(emulator, run_dag):
     assert emulator.get_batch(batch["id"])["status"] in {"cancelling", "cancelled"}
 
 
-def test_teardown_sends_nothing_when_the_batch_completed(emulator, run_dag):
-    batch = emulator.add_batch(status="completed", hold=True)
+@pytest.mark.parametrize("status", ["completed", "in_progress"])
+def test_teardown_sends_nothing_when_the_run_succeeded(status, emulator, run_dag):
+    batch = emulator.add_batch(status=status, hold=True)
     result = run_dag("teardown_pipeline", batch_id=batch["id"], fail=False)
     assert result.state == "success"
     assert result.states["cancel"] == "success"
-    # Portkey refuses with 409 and the operator reads the batch: nothing is cancelled.
-    assert emulator.get_batch(batch["id"])["status"] == "completed"
-    assert result.xcoms["cancel"]["status"] == "completed"
+    # No request at all: a batch the successful run left running on purpose keeps running.
+    assert emulator.requests == []
+    assert emulator.get_batch(batch["id"])["status"] == status
+    assert "cancel" not in result.xcoms
+
+
+def test_teardown_when_always_cancels_after_a_successful_run(emulator, run_dag):
+    batch = emulator.add_batch(status="in_progress", hold=True)
+    result = run_dag("teardown_always_pipeline", batch_id=batch["id"], fail=False)
+    assert result.state == "success"
+    assert len(emulator.requests_to(route="batches.cancel", batch_id=batch["id"])) == 1
+    assert result.xcoms["cancel"]["status"] == "cancelling"
 
 
 def test_cancel_one_id(emulator, run_dag):

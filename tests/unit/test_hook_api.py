@@ -326,3 +326,29 @@ def test_a_create_refused_with_429_is_repeated(
     batch = hook.create_batch(file_id)
     assert batch.id
     assert len(emulator.requests_to(route="batches.create")) == 2
+
+
+def test_find_batches_by_stamp_across_pages(emulator: PortkeyEmulator, hook: PortkeyHook) -> None:
+    from airflow_portkey._core.ownership import Stamp
+
+    mine = Stamp("etl", "run_1", "submit", 2)
+    other = Stamp("etl", "run_1", "submit", 3)
+    first = emulator.add_batch(metadata=mine.metadata())["id"]
+    for _ in range(150):
+        emulator.add_batch(metadata=other.metadata())
+    second = emulator.add_batch(metadata=mine.metadata())["id"]
+    found = hook.find_batches(mine.owns, not_before=emulator.now() - 3600)
+    assert [b.id for b in found] == [second, first]  # newest first, over two pages
+    assert len(emulator.requests_to("batches.list")) == 2
+
+
+def test_find_batches_stops_at_the_age_bound(emulator: PortkeyEmulator, hook: PortkeyHook) -> None:
+    from airflow_portkey._core.ownership import Stamp
+
+    mine = Stamp("etl", "run_1", "submit")
+    emulator.add_batch(metadata=mine.metadata())
+    emulator.advance(7200)
+    for _ in range(150):
+        emulator.add_batch()
+    assert hook.find_batches(mine.owns, not_before=emulator.now() - 3600) == []
+    assert len(emulator.requests_to("batches.list")) == 2  # the second page ends it

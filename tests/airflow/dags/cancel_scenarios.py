@@ -10,27 +10,29 @@ from airflow_portkey.operators.batch import PortkeyCancelBatchOperator
 
 START = pendulum.datetime(2024, 1, 1)
 
-# A pipeline whose work may fail while its batch runs; the teardown cancels what is left.
-with DAG(
-    "teardown_pipeline",
-    schedule=None,
-    start_date=START,
-    catchup=False,
-    params={"batch_id": "", "fail": False},
-):
+# A pipeline whose work may fail while its batch runs; the teardown cancels what is left
+# when the run failed ("teardown_pipeline"), or whatever happened ("teardown_always_pipeline").
+for name, when in {"teardown_pipeline": "failed", "teardown_always_pipeline": "always"}.items():
+    with DAG(
+        name,
+        schedule=None,
+        start_date=START,
+        catchup=False,
+        params={"batch_id": "", "fail": False},
+    ):
 
-    @task
-    def submitted(params: dict) -> str:
-        return params["batch_id"]
+        @task
+        def submitted(params: dict) -> str:
+            return params["batch_id"]
 
-    @task
-    def work(params: dict) -> None:
-        if params["fail"]:
-            raise RuntimeError("downstream work failed")
+        @task
+        def work(params: dict) -> None:
+            if params["fail"]:
+                raise RuntimeError("downstream work failed")
 
-    batch_id = submitted()
-    cancel = PortkeyCancelBatchOperator(task_id="cancel", batch_id=batch_id)
-    batch_id >> work() >> cancel.as_teardown(setups=batch_id)
+        batch_id = submitted()
+        cancel = PortkeyCancelBatchOperator(task_id="cancel", batch_id=batch_id, when=when)
+        batch_id >> work() >> cancel.as_teardown(setups=batch_id)
 
 # The cancel operator on one id, a list from a mapped task, with or without waiting.
 for name, options in {
