@@ -64,6 +64,8 @@ def _route(emu: PortkeyEmulator, method: str, path: str, body: dict[str, Any]) -
     if method == "POST" and path == "rate_limit":
         emu.set_rate_limit(body.get("per_second"))
         return json_response(200, {"per_second": body.get("per_second")})
+    if method == "POST" and path == "durations":
+        return json_response(200, emu.set_durations(**body))
     if method == "POST" and path == "advance":
         emu.advance(float(body.get("seconds", 0)))
         return json_response(200, {"now": emu.now()})

@@ -235,6 +235,17 @@ class PortkeyEmulator:
         with state.lock:
             return state.batches[batch_id].render(state.clock.now())
 
+    def set_durations(self, **seconds: float) -> dict[str, float]:
+        """Change how long batches created from now on stay in each status (e.g.
+        ``in_progress=3600`` keeps them running until told); returns the durations before."""
+        for key in seconds:
+            if key not in DURATION_KEYS:
+                raise ValueError(f"durations keys are {DURATION_KEYS}, not {key!r}")
+        with self._state.lock:
+            before = dict(self._state.settings.durations)
+            self._state.settings.durations.update({k: float(v) for k, v in seconds.items()})
+            return before
+
     def batch_ids(self) -> list[str]:
         """Every batch's id, in the order the batches were created or seeded."""
         with self._state.lock:

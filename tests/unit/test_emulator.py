@@ -734,3 +734,18 @@ def test_pytest_fixtures(portkey_connection: PortkeyEmulator) -> None:  # noqa: 
     assert own["extra"] == {"virtual_key": "vk"}
     uri = portkey_connection.airflow_conn_uri(config="pc-x")
     assert uri.startswith("portkey://:pk-test@http%3A%2F%2F127.0.0.1%3A")
+
+
+def test_set_durations_applies_to_batches_created_afterwards(emulator) -> None:
+    before = emulator.set_durations(in_progress=3600)
+    try:
+        held = emulator.add_batch(status="in_progress", hold=False)["id"]
+        emulator.advance(600)
+        assert emulator.get_batch(held)["status"] == "in_progress"
+    finally:
+        emulator.set_durations(**before)
+    quick = emulator.add_batch(status="in_progress", hold=False)["id"]
+    emulator.advance(600)
+    assert emulator.get_batch(quick)["status"] == "completed"
+    with pytest.raises(ValueError, match="durations keys"):
+        emulator.set_durations(running=1)
