@@ -30,16 +30,19 @@ REQUESTS = [
 
 
 def create(task_id: str, *, deferrable: bool, **options: object) -> PortkeyCreateBatchOperator:
+    arguments: dict[str, object] = {
+        "wait_for_completion": True,
+        "poll_interval": 1,
+        "timeout": 900,
+        "retries": 1,
+        "retry_delay": timedelta(seconds=2),
+        **options,
+    }
     return PortkeyCreateBatchOperator(
         task_id=task_id,
         input=REQUESTS,
-        wait_for_completion=True,
         deferrable=deferrable,
-        poll_interval=1,
-        timeout=900,
-        retries=1,
-        retry_delay=timedelta(seconds=2),
-        **options,  # type: ignore[arg-type]
+        **arguments,  # type: ignore[arg-type]
     )
 
 
