@@ -421,7 +421,7 @@ class PortkeyCreateBatchOperator(BaseOperator):
                 self._kill.stop("creating the batch")
             if not self.wait_for_completion:
                 return batch.to_xcom()
-            return self._wait(hook, batch.id)
+            return self._wait(hook, batch.id, context)
 
     def _earlier_batch(self, hook: PortkeyHook, context: Any) -> tuple[str, Batch] | None:
         """An earlier try's batch to re-attach to or return, or None to create one."""
@@ -479,11 +479,15 @@ class PortkeyCreateBatchOperator(BaseOperator):
             )
             return mine[0]
 
-    def _wait(self, hook: PortkeyHook, batch_id: str) -> dict[str, Any]:
+    def _wait(self, hook: PortkeyHook, batch_id: str, context: Any) -> dict[str, Any]:
         from airflow_portkey._core.waits import WaitSpec, event_payload
 
         deadline = time.time() + self.wait_timeout
         if self.deferrable:
+            # Airflow 3.3.2 does not apply execution_timeout to a deferred task (the deferral's
+            # own timeout alone ends it), so the trigger's deadline stops at it: its timeout
+            # event then cancels the batch as a timeout of the task's own wait does.
+            deadline = min(deadline, self._execution_deadline(context))
             from airflow_portkey.triggers.batch import PortkeyBatchTrigger
 
             self.defer(
@@ -514,6 +518,14 @@ class PortkeyCreateBatchOperator(BaseOperator):
         with self._kill.wait_phase():
             (outcome,) = wait_many(hook, [spec])
         return self._conclude(event_payload([outcome]))
+
+    def _execution_deadline(self, context: Any) -> float:
+        """Unix seconds at which this try's execution_timeout runs out (inf without one)."""
+        ti = context.get("ti") if hasattr(context, "get") else None
+        started: Any = getattr(ti, "start_date", None)
+        if self.execution_timeout is None or started is None:
+            return float("inf")
+        return float(started.timestamp()) + float(self.execution_timeout.total_seconds())
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
         """Resume after the trigger: the batch id comes from the event (or the record)."""

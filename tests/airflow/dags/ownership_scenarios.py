@@ -35,6 +35,7 @@ VARIANTS: dict[str, dict[str, object]] = {
     "timeout_sync": {"deferrable": False, "timeout": 1},
     "timeout_deferrable": {"deferrable": True, "timeout": 1},
     "exec_timeout_sync": {"deferrable": False, "execution_timeout": timedelta(seconds=2)},
+    "exec_timeout_deferrable": {"deferrable": True, "execution_timeout": timedelta(seconds=2)},
     "keep_on_error_sync": {"deferrable": False, "cancel_on_error": False},
     "retry_sync": {"deferrable": False, "retries": 1, "retry_delay": timedelta(seconds=0)},
     "retry_deferrable": {"deferrable": True, "retries": 1, "retry_delay": timedelta(seconds=0)},
