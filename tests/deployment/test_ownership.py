@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import secrets
-from datetime import datetime
 import signal
 import time
 from collections.abc import Iterator
@@ -213,14 +212,7 @@ def test_execution_timeout_while_deferred_cancels_the_batch(d: Deployment) -> No
     assert (t["state"], t["try_number"]) == ("failed", 1), t
     # Airflow 3.3.2 does not apply execution_timeout to a deferred task; the operator stops its
     # trigger's deadline at it (20 s from the task's start), and the timeout event cancels.
-    started = datetime.fromisoformat(t["start_date"].replace("Z", "+00:00")).timestamp()
-    late = time.time() - (time.monotonic() - t_cancel) - (started + 20)
-    report(
-        "5-execution-timeout-deferred",
-        deferred_to_cancel_s=t_cancel - t_deferred,
-        execution_timeout_to_cancel_s=late,
-        cancels=1,
-    )
+    report("5-execution-timeout-deferred", deferred_to_cancel_s=t_cancel - t_deferred, cancels=1)
 
 
 # -- (6) the DAG run marked failed: every running and deferred task's batch is cancelled -------
