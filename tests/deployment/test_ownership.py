@@ -252,16 +252,23 @@ def test_triggerer_restart_neither_cancels_nor_loses_the_wait(d: Deployment) -> 
     batch_id = batch_of(d, run_id, "create")
     wait_state(d, DEFERRED_DAG, run_id, "create", "deferred")
     settled(d, DEFERRED_DAG, run_id, "create")
+    holder = wait_for(
+        "a triggerer to take the trigger",
+        lambda: (ti(d, DEFERRED_DAG, run_id, "create").get("triggerer_job") or {}).get("hostname"),
+        timeout=60,
+        diagnose=d.airflow.diagnose,
+    )
+    name = str(holder).split("@")[0]
+    assert name in d.airflow.triggerers(), (holder, list(d.airflow.triggerers()))
 
-    old = d.airflow.procs["triggerer"]
     t_stop = time.monotonic()
-    stop_group(old)  # SIGTERM: a graceful restart, as a deploy or a scale-down does it
+    stop_group(d.airflow.procs[name])  # SIGTERM: a graceful restart, as a deploy does it
     polls_at_stop = len(requests_about(d, batch_id, "batches.get"))
-    d.airflow.start("triggerer")
+    d.airflow.start(name)
     wait_for(
-        "the new triggerer to poll the batch",
+        "a triggerer to poll the batch again",
         lambda: len(requests_about(d, batch_id, "batches.get")) > polls_at_stop,
-        timeout=120,
+        timeout=180,
         diagnose=d.airflow.diagnose,
     )
     t_resumed = time.monotonic()
@@ -273,7 +280,6 @@ def test_triggerer_restart_neither_cancels_nor_loses_the_wait(d: Deployment) -> 
     t = ti(d, DEFERRED_DAG, run_id, "create")
     assert (t["state"], t["try_number"]) == ("success", 1), t
     assert requests_about(d, batch_id, "batches.cancel") == []
-    assert len(d.emulator.requests("batches.create")) >= 1
     report("8-triggerer-restart", stop_to_resumed_poll_s=t_resumed - t_stop, cancels=0)
 
 
