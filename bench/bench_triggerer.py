@@ -34,6 +34,7 @@ import contextlib
 import contextvars
 import gc
 import json
+import math
 import os
 import ssl
 import sys
@@ -447,6 +448,9 @@ def run(
                 }
                 for n in tls_sizes
                 for v in tls_variants
+                # A TLS handshake per poll keeps the thread pattern far behind past 1,000
+                # waits (12% of its schedule here): its goal is at 1,000, where it keeps up.
+                if not (v == "thread" and n > LARGE_N and not smoke)
             ]
         if traced_n:
             plan += [
@@ -490,13 +494,14 @@ def goals_for(
     by: dict[tuple[str, int, str], dict[str, Any]], n: int, transport: str
 ) -> list[dict[str, Any]]:
     """The CPU goals at `n` waits over one transport (names end in " (TLS)" over HTTPS)."""
-    p, f, t = (by[(v, n, transport)] for v in ("provider", "floor", "thread"))
+    p, f = by[("provider", n, transport)], by[("floor", n, transport)]
+    t = by.get(("thread", n, transport))  # not run over TLS past 1,000 waits
     # A goal needs the provider to keep to its own schedule; a baseline that could not is
     # named in the detail, and still counts: doing the same work without falling behind is
     # what the provider is measured for.
-    kept = {r["variant"]: r["polls"] / r["polls_expected"] for r in (p, f, t)}
+    kept = {r["variant"]: r["polls"] / r["polls_expected"] for r in (p, f, t) if r}
     vs_floor = c.ratio(p["cpu_per_1000_polls"], f["cpu_per_1000_polls"])
-    vs_thread = c.ratio(t["cpu_per_1000_polls"], p["cpu_per_1000_polls"])
+    vs_thread = c.ratio(t["cpu_per_1000_polls"], p["cpu_per_1000_polls"]) if t else math.nan
     tls = transport == "https"
     tag = " (TLS)" if tls else ""
     c.say(
@@ -514,7 +519,7 @@ def goals_for(
     ]
     # On plain loopback HTTP a blocking call is so cheap that even the floor is only a few
     # times below it: the ratio is reported there (the table's "x provider"), no goal.
-    if tls:
+    if tls and t:
         goals.append(
             {
                 "name": f"triggerer CPU >=3x less than the thread pattern at {n}{tag}",
@@ -592,7 +597,7 @@ def report(
     goals: list[dict[str, Any]] = []
     for transport in TRANSPORTS:
         sizes = sorted({r["n"] for r in runs if r["transport"] == transport})
-        complete = all((v, n, transport) in by for v in GOAL_VARIANTS for n in sizes)
+        complete = all((v, n, transport) in by for v in ("provider", "floor") for n in sizes)
         for n in sizes if complete else []:
             goals += goals_for(by, n, transport)
         if transport == "http" and sizes and ("provider", sizes[0], "http") in by:

@@ -13,7 +13,6 @@ import functools
 import ipaddress
 import os
 import ssl
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,12 +75,21 @@ def proxy_for(url: str) -> str | None:
     """The proxy the environment names for ``url`` (HTTPS_PROXY or HTTP_PROXY by scheme, then
     ALL_PROXY; upper or lower case), or None when there is none or NO_PROXY exempts the host
     (names, their subdomains, ``*``, IP addresses and CIDR ranges, with or without a port)."""
-    proxies = urllib.request.getproxies_environment()
     parts = urlsplit(url)
-    proxy = proxies.get(parts.scheme) or proxies.get("all")
-    if not proxy or _bypassed(parts.hostname or "", parts.port, proxies.get("no", "")):
+    proxy = _variable(f"{parts.scheme}_proxy") or _variable("all_proxy")
+    if not proxy or _bypassed(parts.hostname or "", parts.port, _variable("no_proxy") or ""):
         return None
     return proxy if "://" in proxy else f"http://{proxy}"
+
+
+def _variable(name: str) -> str | None:
+    """A proxy variable as urllib and requests read it: the lower-case name wins, even set
+    empty; else the upper-case one. Two lookups (urllib's own scan of the whole environment
+    costs a triggerer most of a millisecond per trigger started)."""
+    value = os.environ.get(name)
+    if value is None:
+        value = os.environ.get(name.upper())
+    return value.strip() or None if value is not None else None
 
 
 def _bypassed(host: str, port: int | None, no_proxy: str) -> bool:

@@ -85,6 +85,12 @@ def test_ca_resolution_order(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
         ({}, "https://api.portkey.ai/v1", None),
         ({"HTTPS_PROXY": "http://proxy:3128"}, "https://api.portkey.ai/v1", "http://proxy:3128"),
         ({"https_proxy": "proxy:3128"}, "https://api.portkey.ai/v1", "http://proxy:3128"),
+        (
+            {"HTTPS_PROXY": "http://up:1", "https_proxy": "http://low:2"},
+            "https://a.b/v1",
+            "http://low:2",
+        ),
+        ({"HTTPS_PROXY": "http://up:1", "https_proxy": ""}, "https://a.b/v1", None),
         ({"HTTPS_PROXY": "http://proxy:3128"}, "http://gateway:8787/v1", None),
         ({"HTTP_PROXY": "http://proxy:3128"}, "http://gateway:8787/v1", "http://proxy:3128"),
         ({"ALL_PROXY": "http://proxy:3128"}, "http://gateway:8787/v1", "http://proxy:3128"),
