@@ -136,8 +136,21 @@ class PortkeyBatchTrigger(BaseTrigger):
         yield TriggerEvent(event_payload(outcomes))
 
     async def on_kill(self) -> None:
-        """Cancel the batches when a user kills the task (Airflow 3.3+), if asked to."""
+        """Cancel the batches when a user kills the task (Airflow 3.3+), if asked to.
+
+        Airflow 3.3.2 also calls ``on_kill`` on a triggerer that stalled past
+        ``triggerer_health_check_threshold`` for the triggers another triggerer took over, as if
+        a user had acted. The task is then still deferred, and its wait goes on elsewhere: so a
+        trigger whose task instance is still ``deferred`` cancels nothing.
+        """
         if not self.cancel_on_kill:
+            return
+        if await self._task_still_deferred():
+            self.log.warning(
+                "on_kill called, but the task is still deferred (another triggerer took this "
+                "trigger over): batches %s left running",
+                ", ".join(self.batch_ids),
+            )
             return
         hook = self._hook()
         try:
@@ -147,3 +160,23 @@ class PortkeyBatchTrigger(BaseTrigger):
         for batch_id, result in zip(self.batch_ids, results, strict=True):
             if isinstance(result, BaseException):
                 self.log.warning("Could not cancel batch %s on kill: %s", batch_id, result)
+
+    async def _task_still_deferred(self) -> bool:
+        """Whether the task instance of this trigger is still deferred; False when unknown."""
+        ti = getattr(self, "task_instance", None)
+        if ti is None:
+            return False
+        try:
+            from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+            from asgiref.sync import sync_to_async
+
+            states = await sync_to_async(RuntimeTaskInstance.get_task_states)(
+                dag_id=ti.dag_id, task_ids=[ti.task_id], run_ids=[ti.run_id]
+            )
+        except Exception as error:  # cannot tell: a user's kill is the reading that stops spend
+            self.log.info("Could not read the task's state before cancelling: %s", error)
+            return False
+        map_index = getattr(ti, "map_index", -1)
+        key = ti.task_id if map_index is None or map_index < 0 else f"{ti.task_id}_{map_index}"
+        state = (states.get(ti.run_id) or {}).get(key)
+        return str(getattr(state, "value", state)) == "deferred"

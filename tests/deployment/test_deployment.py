@@ -292,12 +292,6 @@ def test_triggerer_killed_mid_wait_hands_its_triggers_to_the_other(
     )
 
 
-@pytest.mark.xfail(
-    reason="Airflow 3.3.2 calls on_kill() on the triggers that another triggerer took from a "
-    "stalled one, as if a user had acted; with cancel_on_kill the provider then cancels the "
-    "batch (docs/deployment.md, 'Several triggerers')",
-    strict=False,
-)
 def test_triggerer_stalled_past_the_threshold_cancels_nothing_when_it_wakes(
     deployment: Deployment,
 ) -> None:
