@@ -21,8 +21,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.deployment.harness import (
     TRIGGERERS,
     Deployment,
