@@ -230,7 +230,9 @@ class AsyncTransport:
                 headers=self._headers,
                 # A POST without a body goes without a Content-Type, as on the sync path: the
                 # gateway refuses aiohttp's application/octet-stream.
-                skip_auto_headers=_NO_CONTENT_TYPE if request.json_body is None else None,
+                skip_auto_headers=_NO_CONTENT_TYPE
+                if request.method == "POST" and request.json_body is None
+                else None,
                 proxy=connection.proxy,
                 allow_redirects=False,  # as on the sync path: a redirect would carry the keys
             ) as response:
