@@ -263,8 +263,8 @@ def run(smoke: bool) -> dict[str, Any]:
         sizes = {"n": 40, "interval": 1.0, "limit": 20, "cap": 15, "window": 2.0}
         sizes |= {"flips": 4, "flip_span": 1.0, "shared_intervals": 2}
     else:
-        sizes = {"n": 1000, "interval": 5.0, "limit": 50, "cap": 45, "window": 5.0}
-        sizes |= {"flips": 40, "flip_span": 5.0, "shared_intervals": 2}
+        sizes = {"n": 1000, "interval": 5.0, "limit": 50, "cap": 45, "window": 4.0}
+        sizes |= {"flips": 40, "flip_span": 3.0, "shared_intervals": 2}
     limit = sizes["limit"]
     with (
         tempfile.TemporaryDirectory(prefix="bench-ratelimit-") as tmp,

@@ -44,8 +44,9 @@ def connection_key(settings: PortkeySettings) -> ConnectionKey:
 class _Read:
     """A shared read that one wait sends for all: its answer and when it left (None: not yet)."""
 
-    answer: asyncio.Future[tuple[Outcome, float] | None]
     sent_at: float | None = None
+    answer: asyncio.Future[tuple[Outcome, float] | None] | None = None
+    """Made when a second wait joins: most reads have no other wait to tell."""
 
 
 @dataclass(eq=False)
@@ -95,6 +96,8 @@ class LoopPace:
     async def _join(
         self, read: _Read, request: ApiRequest
     ) -> tuple[Outcome, float] | HeldBack | None:
+        if read.answer is None:
+            read.answer = asyncio.get_running_loop().create_future()
         patience = None if request.deadline is None else max(0.0, request.deadline - time.time())
         # asyncio.wait, not wait_for: on Python 3.11 wait_for can swallow a cancellation that
         # comes as the answer does (the leader cancelled too), and the wait would poll on.
@@ -111,17 +114,18 @@ class LoopPace:
         seen: dict[str, float],
         hold_cap: float,
     ) -> Reply:
-        read = _Read(asyncio.get_running_loop().create_future())
+        read = _Read()
         self.pending[key] = read
         try:
             reply = await self._paced(request, transmit, read, hold_cap)
             if not isinstance(reply, HeldBack) and read.sent_at is not None:
                 self.reads.remember(key, read.sent_at, reply, request.share_for)
                 seen[key] = read.sent_at
-                read.answer.set_result((reply, read.sent_at))
+                if read.answer is not None:
+                    read.answer.set_result((reply, read.sent_at))
             return reply
         finally:
-            if not read.answer.done():
+            if read.answer is not None and not read.answer.done():
                 read.answer.set_result(None)
             if self.pending.get(key) is read:
                 del self.pending[key]
@@ -134,8 +138,12 @@ class LoopPace:
         hold_cap: float,
     ) -> Reply:
         loop = asyncio.get_running_loop()
-        steps = paced(self.budget, request, loop.time, time.time)
-        while True:
+        budget = self.budget
+        if budget.max_per_second is None and not budget.holding(loop.time()):
+            steps = None  # nothing to wait for, nothing to book: the common case, kept cheap
+        else:
+            steps = paced(budget, request, loop.time, time.time)
+        while steps is not None:
             try:
                 pause = next(steps)
             except StopIteration as done:
