@@ -1,8 +1,9 @@
 """The benchmarks still run: each bench/ script in --smoke mode, as a subprocess.
 
 The six start together as soon as collection ends (most of a smoke run is a process importing
-Airflow), at a lower priority, and run while the rest of the session does; these tests run
-last and each waits for its own script and checks the figures it printed.
+Airflow) and run while the rest of the session does; these tests run last and each waits for
+its own script and checks the figures it printed. Not at idle priority: a script that counts
+requests in a time window (bench_ratelimit.py) would see none on a busy machine.
 Smoke mode needs no baselines environment and writes no docs.
 """
 
@@ -120,10 +121,6 @@ class Run:
     figures: Path
 
 
-def _lower_priority() -> None:
-    os.nice(19)  # idle time only: the rest of the session keeps the CPU it needs
-
-
 def start_runs(tmp: Path) -> dict[str, Run]:
     """Start every script's smoke run; the session's conftest calls this as collection ends."""
     # A clean environment: no AIRFLOW_* settings of the test run leak into the benchmarks.
@@ -138,7 +135,6 @@ def start_runs(tmp: Path) -> dict[str, Run]:
                 env=env,
                 stdout=sink,
                 stderr=subprocess.STDOUT,
-                preexec_fn=_lower_priority if hasattr(os, "nice") else None,
             )
         started[script] = Run(proc, output, figures)
     return started
