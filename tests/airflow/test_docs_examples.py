@@ -7,7 +7,10 @@ import os
 import re
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).parents[2]
 FILE_BLOCK = re.compile(r"```python\n# (?P<path>[\w/.]+\.py)\n(?P<code>.*?)```", re.DOTALL)
@@ -57,17 +60,44 @@ def _project(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def test_readme_quickstart_and_testing_guide_run_in_a_users_project(tmp_path: Path) -> None:
-    project = _project(tmp_path)
+@dataclass
+class ProjectRun:
+    proc: subprocess.Popen[bytes]
+    output: Path
+
+
+RUN = pytest.StashKey[ProjectRun]()
+
+
+def start_project_run(folder: Path) -> ProjectRun:
+    """Write the user's project and start its pytest; tests/airflow/conftest.py calls this as
+    collection ends, so that it runs while the rest of the session does."""
+    project = _project(folder)
     # The user's shell: none of this test session's Airflow settings.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "PYTEST"))}
-    run = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-3000:]
-    assert "2 passed" in run.stdout
+    output = folder / "pytest-output.txt"
+    with output.open("wb") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
+            cwd=project,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    return ProjectRun(proc, output)
+
+
+def test_readme_quickstart_and_testing_guide_run_in_a_users_project(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    run = request.config.stash.get(RUN, None) or start_project_run(tmp_path)
+    try:
+        code = run.proc.wait(900)
+    except subprocess.TimeoutExpired:
+        run.proc.kill()
+        run.proc.wait()
+        pytest.fail("the user's project did not finish its tests in 900 s")
+    text = run.output.read_text(errors="replace")
+    assert code == 0, text[-7000:]
+    assert "2 passed" in text
