@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator, MutableMapping
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -130,7 +127,6 @@ def logs(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]
 # -- a fresh interpreter, started as soon as collection ends ----------------------------------
 
 _import_probe_key = pytest.StashKey[subprocess.Popen[str]]()
-_bench_folder_key = pytest.StashKey[Path]()
 
 
 def _lowest_priority() -> None:
@@ -148,29 +144,10 @@ def _start_import_probe() -> subprocess.Popen[str]:
     )
 
 
-_BENCH_SMOKE = "tests/unit/test_bench_smoke.py::"
-
-
-def pytest_collection_modifyitems(
-    session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
-) -> None:
-    """The benchmark smoke checks go last: their scripts run meanwhile (see below)."""
-    smoke = [item for item in items if item.nodeid.startswith(_BENCH_SMOKE)]
-    if smoke:
-        items[:] = [item for item in items if not item.nodeid.startswith(_BENCH_SMOKE)] + smoke
-
-
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Importing Airflow in a new interpreter takes seconds: start what needs one now, while
-    other tests run (the import probe; the benchmarks' smoke runs, checked at the end)."""
+    """Importing Airflow in a new interpreter takes seconds: start it while other tests run."""
     if any(item.name.startswith("test_importing_the_hook") for item in session.items):
         session.config.stash[_import_probe_key] = _start_import_probe()
-    if any(item.nodeid.startswith(_BENCH_SMOKE) for item in session.items):
-        from .test_bench_smoke import RUNS, start_runs
-
-        folder = Path(tempfile.mkdtemp(prefix="bench-smoke-"))
-        session.config.stash[_bench_folder_key] = folder
-        session.config.stash[RUNS] = start_runs(folder)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -178,12 +155,6 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if probe is not None and probe.poll() is None:
         probe.kill()
         probe.wait()
-    from .test_bench_smoke import RUNS, stop_runs
-
-    stop_runs(config.stash.get(RUNS, {}))
-    folder = config.stash.get(_bench_folder_key, None)
-    if folder is not None:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture

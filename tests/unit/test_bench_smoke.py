@@ -1,9 +1,7 @@
 """The benchmarks still run: each bench/ script in --smoke mode, as a subprocess.
 
-The six start together as soon as collection ends (most of a smoke run is a process importing
-Airflow) and run while the rest of the session does; these tests run last and each waits for
-its own script and checks the figures it printed. Not at idle priority: a script that counts
-requests in a time window (bench_ratelimit.py) would see none on a busy machine.
+The six start together (most of a smoke run is a process importing Airflow, and the machine
+has two cores), then each test waits for its own and checks the figures it printed.
 Smoke mode needs no baselines environment and writes no docs.
 """
 
@@ -122,7 +120,7 @@ class Run:
 
 
 def start_runs(tmp: Path) -> dict[str, Run]:
-    """Start every script's smoke run; the session's conftest calls this as collection ends."""
+    """Start every script's smoke run."""
     # A clean environment: no AIRFLOW_* settings of the test run leak into the benchmarks.
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
     started: dict[str, Run] = {}
@@ -147,17 +145,9 @@ def stop_runs(started: dict[str, Run]) -> None:
             run.proc.wait()
 
 
-RUNS = pytest.StashKey[dict[str, Run]]()
-
-
 @pytest.fixture(scope="module")
-def runs(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[dict[str, Run]]:
-    """The runs started when collection ended (tests/unit/conftest.py), else started now."""
-    started = request.config.stash.get(RUNS, None)
-    if started is None:
-        started = start_runs(tmp_path_factory.mktemp("bench-smoke"))
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Run]]:
+    started = start_runs(tmp_path_factory.mktemp("bench-smoke"))
     try:
         yield started
     finally:
