@@ -197,10 +197,6 @@ def children_of(pid: int) -> list[int]:
     return found
 
 
-def is_descendant(pid: int, ancestor: int) -> bool:
-    return pid in children_of(ancestor)
-
-
 def _killpg(pgid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
