@@ -19,7 +19,7 @@ with DAG(
     start_date=pendulum.datetime(2024, 1, 1),
     catchup=False,
     params={"batch_id": ""},
-    max_active_runs=8,
+    max_active_runs=32,  # scenario 1 may start up to 16 runs that all stay deferred
 ):
     wait = PortkeyBatchSensor(
         task_id="wait",
