@@ -108,7 +108,7 @@ def instrument_provider(rec: Recorder) -> None:
     """Note each poll's schedule and start without changing what the provider does.
 
     The hook sleeps between polls with ``asyncio.sleep`` (its module's name ``asyncio``) and
-    sends every request through ``PortkeyHook._asend``: the first records when the sleep
+    sends every request through ``AsyncTransport.send``: the first records when the sleep
     should end, the second how late the request then starts. Costs a microsecond a poll.
     """
     import airflow_portkey.hooks.portkey as hook_module
@@ -127,15 +127,17 @@ def instrument_provider(rec: Recorder) -> None:
             return await real_asyncio.sleep(delay, result)
 
     hook_module.asyncio = TimedAsyncio()  # type: ignore[assignment]
-    original = hook_module.PortkeyHook._asend
+    from airflow_portkey._transport.aio import AsyncTransport
 
-    async def timed_asend(self: Any, client: Any, request: Any) -> Any:
+    original = AsyncTransport.send
+
+    async def timed_send(self: Any, request: Any) -> Any:
         cell = DUE.get(None)
         if cell is not None:
             rec.poll(cell[0])
-        return await original(self, client, request)
+        return await original(self, request)
 
-    hook_module.PortkeyHook._asend = timed_asend  # type: ignore[method-assign]
+    AsyncTransport.send = timed_send  # type: ignore[method-assign]
 
 
 class Provider:

@@ -132,4 +132,4 @@ def is_batch_object(body: object) -> bool:
 def read_batch(body: object, request: ApiRequest) -> Batch:
     if not isinstance(body, dict) or not isinstance(body.get("id"), str):
         raise PortkeyResponseError(f"Portkey's answer to {request.describe()} is not a batch")
-    return Batch.from_raw(body)
+    return Batch.from_raw(body, copy=False)  # parsed from the answer: no one else holds it

@@ -231,11 +231,12 @@ class Batch:
     raw: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_raw(cls, raw: Mapping[str, Any]) -> Batch:
+    def from_raw(cls, raw: Mapping[str, Any], *, copy: bool = True) -> Batch:
         """Build from Portkey's batch object; the caller has checked it has an ``id``.
 
         Runs once per poll of every waiting batch: fields that are absent or null (most
-        timestamps, errors) cost one lookup each.
+        timestamps, errors) cost one lookup each. ``copy=False`` keeps ``raw`` itself as
+        :attr:`raw` (a dict just parsed from an answer, that nothing else holds).
         """
         get = raw.get
         raw_status = get("status")
@@ -256,7 +257,7 @@ class Batch:
             error_file_id=get("error_file_id") or None,
             errors=_error_messages(errors) if errors else (),
             timestamps=timestamps,
-            raw=dict(raw),
+            raw=raw if not copy and type(raw) is dict else dict(raw),
         )
 
     @property

@@ -12,8 +12,13 @@ from airflow_portkey._core.messages import (
 )
 
 
-def get_batch_request(batch_id: str) -> ApiRequest:
-    return ApiRequest("GET", f"/batches/{check_batch_id(batch_id)}")
+def get_batch_request(
+    batch_id: str, *, share_for: float = 0.0, deadline: float | None = None
+) -> ApiRequest:
+    """Read a batch; ``share_for`` and ``deadline`` as :class:`ApiRequest` says (a wait's poll)."""
+    return ApiRequest(
+        "GET", f"/batches/{check_batch_id(batch_id)}", share_for=share_for, deadline=deadline
+    )
 
 
 def cancel_batch_request(batch_id: str) -> ApiRequest:

@@ -129,9 +129,7 @@ def get_batch(
 ) -> Plan[Batch]:
     """Read a batch; a wait may take another wait's read up to ``share_for`` seconds old, and
     the rate budget may hold it back until ``deadline`` (Unix time), not beyond."""
-    request = get_batch_request(batch_id)
-    if share_for or deadline is not None:
-        request = dataclasses.replace(request, share_for=share_for, deadline=deadline)
+    request = get_batch_request(batch_id, share_for=share_for, deadline=deadline)
     body = yield from send(ctx, request, about=batch_id)
     return read_batch(body, request)
 

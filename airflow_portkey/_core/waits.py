@@ -103,17 +103,18 @@ class PollLog:
         self._first: tuple[float, int] | None = None  # (when, requests done) at the first read
         self._unknown_words: set[str | None] = set()
 
-    def notes(self, batch: Batch, now: float) -> list[Note]:
-        notes = []
+    def notes(self, batch: Batch, now: float) -> Sequence[Note]:
+        # No list made when there is nothing to say (most polls of a long wait).
+        notes: Sequence[Note] = ()
         if batch.status is BatchStatus.UNKNOWN and batch.raw_status not in self._unknown_words:
             self._unknown_words.add(batch.raw_status)
-            notes.append(
+            notes = [
                 Note(
                     logging.WARNING,
                     f"Batch {batch.id} reports status {batch.raw_status!r}, which this "
                     "provider does not know; waiting on until it changes or the deadline passes",
                 )
-            )
+            ]
         if self._first is None:
             self._first = (now, batch.request_counts.done)
         seen, self._seen = self._seen, batch
@@ -133,8 +134,7 @@ class PollLog:
         if changed:
             self._changed_at = now
         self._said_at = now
-        notes.append(Note(logging.INFO, f"{message}: {self._progress(batch, now, self._first)}"))
-        return notes
+        return [*notes, Note(logging.INFO, f"{message}: {self._progress(batch, now, self._first)}")]
 
     def _progress(self, batch: Batch, now: float, first: tuple[float, int]) -> str:
         """Counts and percentage, elapsed time, and an estimated finish once there is a rate."""
@@ -236,7 +236,9 @@ def wait_for_batch(
         else:
             failures = 0
             last = batch
-            yield from said.notes(batch, clock())
+            notes = said.notes(batch, clock())
+            if notes:  # most polls have nothing to say
+                yield from notes
             verdict = classify(batch, spec.success, spec.failure)
             if verdict is not None:
                 return WaitOutcome(verdict, spec.batch_id, batch, batch.describe())

@@ -203,13 +203,18 @@ class AsyncTransport:
         session = self._session
         if session is None or session.closed or self._loop is not asyncio.get_running_loop():
             session = await self._shared()
-        async with self._slots:
+        # acquire/release, not `async with`: two coroutines fewer on every request.
+        slots = self._slots
+        await slots.acquire()
+        try:
             if request.fresh_connection:
                 # A kept-alive connection answered another request: this one goes on a
                 # connection of its own, closed after it.
                 async with _new_session(self._key, force_close=True) as fresh:
                     return await self._exchange(fresh, request)
             return await self._exchange(session, request)
+        finally:
+            slots.release()
 
     async def _shared(self) -> aiohttp.ClientSession:
         if self._session is not None and self._loop is not None and not self._loop.is_closed():
@@ -239,7 +244,10 @@ class AsyncTransport:
                 try:
                     headers = response.headers  # looked up by lower-case name, as the core does
                     check_framing(headers, limit)
-                    body = await _read_capped(response, headers, limit)
+                    if "content-length" in headers and "content-encoding" not in headers:
+                        body = await response.read()  # framing checked: at most `limit` bytes
+                    else:
+                        body = await _read_capped(response, limit)
                 except BaseException:
                     response.close()  # its connection's state is unknown: never reuse it
                     raise
@@ -263,12 +271,9 @@ class AsyncTransport:
         self._loop = None
 
 
-async def _read_capped(
-    response: aiohttp.ClientResponse, headers: Mapping[str, str], limit: int
-) -> bytes:
-    """The decoded body, refused as soon as it grows beyond ``limit`` bytes."""
-    if "content-length" in headers and "content-encoding" not in headers:
-        return await response.read()  # framing checked: at most `limit` bytes will come
+async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The decoded body of an answer of unknown length, refused as soon as it grows beyond
+    ``limit`` bytes."""
     parts: list[bytes] = []
     size = 0
     async for chunk in response.content.iter_any():

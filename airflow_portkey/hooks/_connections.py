@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook
 
@@ -83,3 +83,21 @@ def settings_of(conn_id: str, connection: Connection) -> PortkeySettings:
         port=connection.port,
         schema=connection.schema,
     )
+
+
+# One logger per hook class and logger name on a loop: a triggerer's thousands of hooks would
+# otherwise each build and keep their own (a proxy, a bound logger, its closures). Airflow
+# routes a trigger's lines to its task's log by context, not by logger object.
+_loggers: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[tuple[type, str | None], Any]
+] = weakref.WeakKeyDictionary()
+
+
+def loop_logger(hook: BaseHook) -> Any:
+    """The logger of ``hook``'s kind shared on the running loop (the first such hook's own)."""
+    per_loop = _loggers.setdefault(asyncio.get_running_loop(), {})
+    key = (type(hook), getattr(hook, "_logger_name", None))
+    logger = per_loop.get(key)
+    if logger is None:
+        logger = per_loop[key] = hook.log
+    return logger

@@ -19,7 +19,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, ClassVar, TypeVar
 
@@ -45,7 +45,12 @@ from airflow_portkey._core.waits import WaitOutcome, WaitSpec, wait_for_batch
 from airflow_portkey.batches import Batch
 from airflow_portkey.exceptions import PortkeyConfigError, PortkeyError
 from airflow_portkey.hooks import _pacing
-from airflow_portkey.hooks._connections import mask_sync, settings_of, shared_connection
+from airflow_portkey.hooks._connections import (
+    loop_logger,
+    mask_sync,
+    settings_of,
+    shared_connection,
+)
 
 if TYPE_CHECKING:
     import requests
@@ -259,23 +264,31 @@ class PortkeyHook(BaseHook):
         hold_cap = (await self.acall_context()).policy.retry_after_cap
         seen: dict[str, float] = {}
         reply: Reply | None = None
+        send: Callable[[], Awaitable[Outcome]] | None = None
         age = 0.0
         while True:
             done, action = self._advance(plan, reply)
             if done:
                 return action  # type: ignore[no-any-return]
+            # Nothing of the last answer is kept across a sleep: thousands of waits each
+            # holding theirs would only give the garbage collector more to walk.
+            reply = None
             if isinstance(action, Wait):
-                await asyncio.sleep(max(0.0, action.seconds - age))
-                reply, age = None, 0.0
+                delay, age, action = action.seconds - age, 0.0, None
+                await asyncio.sleep(max(0.0, delay))
             elif pace is None:
-                reply = await self._asend(client, action)
+                reply = await client.send(_async_request(action))
             else:
-                send = functools.partial(self._asend, client, action)
+                send = functools.partial(client.send, _async_request(action))
                 reply, age = await pace.send(action, send, seen, hold_cap)
+                send = None
 
     async def _atransport(self) -> AsyncTransport:
         if self._async is None:
             from airflow_portkey._transport.aio import AsyncTransport
+
+            if self.__dict__.get("_log") is None:
+                self._log = loop_logger(self)
 
             settings = await self.aget_settings()
             self._async = AsyncTransport(
@@ -285,11 +298,6 @@ class PortkeyHook(BaseHook):
                 keepalive_expiry=self._keepalive_expiry,
             )
         return self._async
-
-    async def _asend(self, client: AsyncTransport, request: ApiRequest) -> Outcome:
-        if request.stream or request.upload is not None or request.form is not None:
-            raise PortkeyError(f"{request.describe()} is only available on the sync path")
-        return await client.send(request)
 
     async def aclose(self) -> None:
         """Give back this hook's share of the loop's session (others keep using it)."""
@@ -537,7 +545,16 @@ class PortkeyHook(BaseHook):
     async def await_batches(self, specs: Sequence[WaitSpec]) -> list[WaitOutcome]:
         """Wait for several batches at once, each as its spec says."""
         ctx = await self.acall_context()
+        if len(specs) == 1:  # most waits: no task, context and gathering future of its own
+            return [await self.arun(wait_for_batch(ctx, specs[0]))]
         return await asyncio.gather(*(self.arun(wait_for_batch(ctx, spec)) for spec in specs))
+
+
+def _async_request(request: ApiRequest) -> ApiRequest:
+    """``request``, refused when only the sync path can send it (a stream or an upload)."""
+    if request.stream or request.upload is not None or request.form is not None:
+        raise PortkeyError(f"{request.describe()} is only available on the sync path")
+    return request
 
 
 def _routing(settings: PortkeySettings) -> str:

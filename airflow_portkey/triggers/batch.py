@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -12,9 +13,15 @@ from airflow_portkey._core.defaults import (
     DEFAULT_STILL_WAITING_EVERY,
 )
 from airflow_portkey._core.waits import WaitOutcome, WaitSpec, event_payload
-from airflow_portkey.batches import normalize_status
+from airflow_portkey.batches import BatchStatus, normalize_status
 from airflow_portkey.exceptions import PortkeyError
 from airflow_portkey.hooks.portkey import PortkeyHook
+
+
+@functools.lru_cache(maxsize=64)
+def _statuses(words: tuple[str, ...]) -> frozenset[BatchStatus]:
+    """One set object for every trigger given the same statuses (a triggerer holds thousands)."""
+    return frozenset(map(normalize_status, words))
 
 
 class PortkeyBatchTrigger(BaseTrigger):
@@ -83,8 +90,8 @@ class PortkeyBatchTrigger(BaseTrigger):
     def _spec(self, batch_id: str) -> WaitSpec:
         return WaitSpec(
             batch_id,
-            success=frozenset(map(normalize_status, self.success_statuses)),
-            failure=frozenset(map(normalize_status, self.failure_statuses)),
+            success=_statuses(tuple(self.success_statuses)),
+            failure=_statuses(tuple(self.failure_statuses)),
             deadline=self.deadline,
             poll_interval=self.poll_interval,
             max_transient_failures=self.max_transient_failures,

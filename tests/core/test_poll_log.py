@@ -114,7 +114,7 @@ def test_a_change_restarts_the_still_waiting_rhythm() -> None:
 
 def test_unknown_status_is_warned_once_and_still_reported_as_a_status() -> None:
     log = PollLog()
-    notes = log.notes(batch("thinking_hard"), T0) + log.notes(batch("thinking_hard"), T0 + 1)
+    notes = [*log.notes(batch("thinking_hard"), T0), *log.notes(batch("thinking_hard"), T0 + 1)]
     assert [(n.level, n.message.split(":")[0]) for n in notes] == [
         (
             logging.WARNING,

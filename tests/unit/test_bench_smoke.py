@@ -23,6 +23,9 @@ BENCH = REPO / "bench"
 TIMEOUT_S = 180
 
 NUMBER = r"[0-9]+(?:\.[0-9]+)?"
+# A percentile of lateness over a short smoke window that held no poll or tick: on a loaded
+# machine that happens, and says nothing of the code (the CPU and poll columns stay numbers).
+LATENESS = rf"(?:-?{NUMBER}|nan)"
 VERDICT = r"(?:MET|MISSED) \(.+\)"
 
 # What each script must print: a line for every figure, a verdict for every goal.
@@ -30,7 +33,7 @@ EXPECTED: dict[str, list[str]] = {
     "bench_triggerer.py": [
         *(
             rf"^{variant} \| {transport} \| 20 \| [0-9]+ \([0-9]+%\) \| {NUMBER} \| {NUMBER} \| "
-            rf"-?{NUMBER} \| {NUMBER} \| {NUMBER}% \| -?{NUMBER} \| {NUMBER} \| {NUMBER}$"
+            rf"-?{NUMBER} \| {LATENESS} \| {NUMBER}% \| {LATENESS} \| {NUMBER} \| {NUMBER}$"
             for variant, transport in (
                 ("provider", "http"),
                 ("floor", "http"),
@@ -65,7 +68,7 @@ EXPECTED: dict[str, list[str]] = {
         ),
         rf"^  operator/raw = {NUMBER}x; one-by-one/operator = {NUMBER}x$",
         r"^  checked: every batch cancelling or cancelled, exactly 30 cancel requests per run$",
-        rf"^GOAL cancel fan-out within 1\.2x raw httpx \(loopback\): {VERDICT}$",
+        rf"^GOAL cancel fan-out within 1\.2x raw aiohttp \(loopback\): {VERDICT}$",
         rf"^GOAL cancel fan-out >=5x faster than one by one \(20 ms latency\): {VERDICT}$",
         r"^BENCH cancel done$",
     ],
@@ -83,7 +86,7 @@ EXPECTED: dict[str, list[str]] = {
                 "hook.get_batch",
                 "requests.Session.get",
                 "hook.aget_batch",
-                "httpx.AsyncClient.get",
+                "aiohttp.ClientSession.get",
             )
         ),
         rf"^  sync: hook/raw = {NUMBER}x wall, {NUMBER}x CPU$",
