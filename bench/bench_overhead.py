@@ -2,7 +2,8 @@
 
 Sync: ``PortkeyHook.get_batch`` against ``requests.Session().get`` of the same URL with the
 same headers and timeouts, then ``.json()``. Async: ``PortkeyHook.aget_batch`` against
-``httpx.AsyncClient.get`` the same way. One emulator in its own process answers all of them.
+``aiohttp.ClientSession.get`` the same way (one shared session, ``trust_env=False``, as the
+triggerer benchmark's floor). One emulator in its own process answers all of them.
 Calls run in interleaved rounds (hook, raw, raw, hook, ...) so that a slow moment of the
 machine falls on both; the figure is the median wall time of a single call, with this
 process's CPU time per call beside it. Goal: the hook within 1.15x of raw, on both paths.
@@ -11,6 +12,7 @@ process's CPU time per call beside it. Goal: the hook within 1.15x of raw, on bo
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 import tempfile
 import time
@@ -60,7 +62,7 @@ async def atimed_rounds(
 
 
 def measure(spec: dict[str, Any]) -> dict[str, Any]:
-    import httpx
+    import aiohttp
     import requests
 
     from airflow_portkey.hooks.portkey import PortkeyHook
@@ -99,27 +101,29 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
 
     async def async_part() -> dict[str, dict[str, list[float]]]:
         ahook = PortkeyHook()
-        client = httpx.AsyncClient(
+        client = aiohttp.ClientSession(
             headers={"Accept": "application/json", **c.bench_headers()},
-            timeout=httpx.Timeout(timeout[1], connect=timeout[0]),
+            timeout=aiohttp.ClientTimeout(total=timeout[1], sock_connect=timeout[0]),
+            trust_env=False,
         )
 
         async def raw() -> Any:
-            return (await client.get(url)).json()
+            async with client.get(url) as response:
+                return json.loads(await response.read())
 
         assert (await ahook.aget_batch(batch_id)).id == (await raw())["id"]
         try:
             return await atimed_rounds(
                 {
                     "hook.aget_batch": lambda: ahook.aget_batch(batch_id),
-                    "httpx.AsyncClient.get": raw,
+                    "aiohttp.ClientSession.get": raw,
                 },
                 rounds,
                 per_round,
             )
         finally:
             await ahook.aclose()
-            await client.aclose()
+            await client.close()
 
     return {"sync": sync, "async": asyncio.run(async_part())}
 
@@ -149,13 +153,13 @@ def run(smoke: bool) -> dict[str, Any]:
     c.say(f"per call, median of {rounds * per_round} calls each ({rounds} interleaved rounds):")
     for path, (ours, raw) in (
         ("sync", ("hook.get_batch", "requests.Session.get")),
-        ("async", ("hook.aget_batch", "httpx.AsyncClient.get")),
+        ("async", ("hook.aget_batch", "aiohttp.ClientSession.get")),
     ):
         data = result[path]
         wall = {k: 1e6 * c.median(v["wall"]) for k, v in data.items()}
         cpu = {k: 1e6 * c.median(v["cpu"]) for k, v in data.items()}
         for name in (ours, raw):
-            c.say(f"  {name:22} {wall[name]:8.0f} us wall  {cpu[name]:8.0f} us CPU")
+            c.say(f"  {name:26} {wall[name]:8.0f} us wall  {cpu[name]:8.0f} us CPU")
         by_wall, by_cpu = c.ratio(wall[ours], wall[raw]), c.ratio(cpu[ours], cpu[raw])
         c.say(f"  {path}: hook/raw = {by_wall:.3f}x wall, {by_cpu:.3f}x CPU")
         figures[path] = {"wall_us": wall, "cpu_us": cpu, "ratio_wall": by_wall, "ratio_cpu": by_cpu}
