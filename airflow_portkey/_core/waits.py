@@ -101,12 +101,17 @@ class PollLog:
         self._changed_at = 0.0
         self._said_at = 0.0
         self._first: tuple[float, int] | None = None  # (when, requests done) at the first read
-        self._unknown_words: set[str | None] = set()
+        # Made on the first unknown word: a triggerer holds thousands of these, nearly all empty.
+        self._unknown_words: set[str | None] | None = None
 
     def notes(self, batch: Batch, now: float) -> Sequence[Note]:
         # No list made when there is nothing to say (most polls of a long wait).
         notes: Sequence[Note] = ()
-        if batch.status is BatchStatus.UNKNOWN and batch.raw_status not in self._unknown_words:
+        if batch.status is BatchStatus.UNKNOWN and batch.raw_status not in (
+            self._unknown_words or ()
+        ):
+            if self._unknown_words is None:
+                self._unknown_words = set()
             self._unknown_words.add(batch.raw_status)
             notes = [
                 Note(
