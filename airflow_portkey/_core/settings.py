@@ -148,9 +148,38 @@ class PortkeySettings:
 
 _CREDENTIAL_WORDS = ("key", "token", "secret", "password", "credential")
 
+# Config fields that route a request and never hold a credential: their values stay visible
+# (a region or a model name masked everywhere would also mangle batch ids and log lines).
+_ROUTING_KEYS = frozenset(
+    {
+        "provider",
+        "mode",
+        "model",
+        "strategy",
+        "name",
+        "weight",
+        "on_status_codes",
+        "api_version",
+        "aws_region",
+        "vertex_region",
+        "region",
+        "deployment_id",
+        "resource_name",
+        "cache",
+        "retry",
+    }
+)
+# A bare word ("openai", "fallback", "semantic") is a setting, not a credential.
+_PLAIN_WORD = re.compile(r"[A-Za-z]{1,12}")
+
 
 def _credentials_in(value: object, name: str = "") -> list[str]:
-    """String values under credential-like keys, at any depth of a config object."""
+    """Every string value of a config object, at any depth, that could be a credential.
+
+    Safe by default: a provider's credential can sit under any name (a service account JSON,
+    an ``Authorization`` custom header), so every string counts except the values of known
+    routing fields and bare words; under a credential-like name, even those count.
+    """
     if isinstance(value, Mapping):
         found = []
         for key, item in value.items():
@@ -158,9 +187,13 @@ def _credentials_in(value: object, name: str = "") -> list[str]:
         return found
     if isinstance(value, list):
         return [text for item in value for text in _credentials_in(item, name)]
-    if isinstance(value, str) and any(word in name for word in _CREDENTIAL_WORDS):
+    if not isinstance(value, str) or not value:
+        return []
+    if any(word in name for word in _CREDENTIAL_WORDS):
         return [value]
-    return []
+    if name in _ROUTING_KEYS or _PLAIN_WORD.fullmatch(value):
+        return []
+    return [value]
 
 
 def _blank_to_none(value: object) -> object:

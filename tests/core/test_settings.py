@@ -436,3 +436,20 @@ def test_an_error_names_the_extra_as_the_user_spelled_it() -> None:
         settings({"config": "not-a-config"})
     with pytest.raises(PortkeyConfigError, match="extra 'secret_config' must be a config id"):
         settings({"secret_config": "not-a-config"})
+
+
+def test_every_string_inside_an_inline_config_is_a_secret_but_routing_fields() -> None:
+    # A provider credential under any name (a service account, a custom header) is a secret;
+    # routing fields and bare words are not, so logs and batch ids keep them.
+    config = {
+        "provider": "vertex-ai",
+        "vertex_region": "us-central1",
+        "strategy": {"mode": "fallback"},
+        "vertex_service_account_json": '{"private_key": "-----BEGIN"}',
+        "custom_headers": {"Authorization": "Bearer-opaque-99"},
+        "targets": [{"provider": "openai", "override_params": {"model": "gpt-4o-mini"}}],
+        "override_params": {"user": "svc-opaque-88"},
+    }
+    found = set(settings({"config": config}).secrets)
+    assert {'{"private_key": "-----BEGIN"}', "Bearer-opaque-99", "svc-opaque-88"} <= found
+    assert not {"vertex-ai", "us-central1", "fallback", "openai", "gpt-4o-mini"} & found
