@@ -56,8 +56,17 @@ def redact(text: str, secrets: tuple[str, ...]) -> str:
     return text
 
 
-def _error_fields(body: bytes) -> tuple[str, str | None, str | None, str | None]:
-    """Message, type, code and provider from any of Portkey's three error body shapes."""
+_MAX_PAGE_TEXT = 200
+
+
+def _error_fields(
+    body: bytes, secrets: tuple[str, ...]
+) -> tuple[str, str | None, str | None, str | None]:
+    """Message, type, code and provider from any of Portkey's three error body shapes.
+
+    Secrets are redacted before a page's text is cut: cut first, a key split by the cut
+    would no longer match and its first characters would show.
+    """
     try:
         data = json.loads(body)
     except ValueError:
@@ -84,7 +93,7 @@ def _error_fields(body: bytes) -> tuple[str, str | None, str | None, str | None]
     title = _TITLE.search(body)
     text = (title.group(1) if title else body).decode("utf-8", "replace")
     text = " ".join(_TAGS.sub(" ", text).split())
-    return (text[:200] or "empty body"), None, None, None
+    return (redact(text, secrets)[:_MAX_PAGE_TEXT] or "empty body"), None, None, None
 
 
 def api_error(
@@ -92,7 +101,7 @@ def api_error(
 ) -> PortkeyAPIError:
     """The typed error for an error status, carrying Portkey's message (secrets redacted)."""
     status = response.status_code
-    message, error_type, code, provider = _error_fields(response.body)
+    message, error_type, code, provider = _error_fields(response.body, secrets)
     error_class = _STATUS_ERRORS.get(status) or (
         PortkeyServerError if status >= 500 else PortkeyAPIError
     )

@@ -66,6 +66,15 @@ def test_an_html_page_echoing_a_secret_is_redacted() -> None:
     assert error.portkey_message == "Denied for ***"
 
 
+def test_a_long_html_title_ending_in_a_secret_shows_none_of_it() -> None:
+    # Cut at 200 characters before redaction, the key's head would no longer match and show.
+    title = "x" * (200 - len(SECRET) + 1) + SECRET
+    page = f"<html><title>{title}</title></html>".encode()
+    error = api_error(answer(502, page), GET, conn_id=CONN_ID, secrets=(SECRET,))
+    assert SECRET[:-1] not in str(error) and SECRET[:8] not in error.portkey_message
+    assert error.portkey_message.endswith("***")
+
+
 def test_a_lasting_error_echoing_a_secret_is_redacted_after_retries() -> None:
     ctx = context(policy=RetryPolicy(max_retries=1), secrets=(SECRET,))
     echo = answer(503, {"error": {"message": f"upstream refused {SECRET}"}})
