@@ -4,11 +4,17 @@ The first line printed is ``Portkey emulator listening on <base URL>``; with ``-
 second is ``Portkey emulator CA certificate: <path>``, the PEM file a client verifies the
 server against. The last is the shell line that points Airflow's connection at it:
 ``export AIRFLOW_CONN_PORTKEY_DEFAULT='{...}'`` (``--conn-id`` names another connection).
+
+With ``--stop-on-stdin-eof`` it also stops when its standard input closes: a launcher that
+holds the other end of a pipe (``EmulatorProcess`` does) takes the emulator down with it
+however it ends, even killed by SIGKILL, on every platform.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import shlex
 import shutil
 import signal
@@ -59,7 +65,26 @@ def _parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="with --tls, also write the CA certificate (PEM) to PATH",
     )
+    p.add_argument(
+        "--stop-on-stdin-eof",
+        action="store_true",
+        help="also stop when standard input closes (the launcher holds a pipe to it)",
+    )
     return p
+
+
+def _stop_on_stdin_eof(stop: threading.Event) -> None:
+    """Set `stop` once standard input reaches its end (the launcher closed or died)."""
+
+    def _read_until_eof() -> None:
+        # os.read on the descriptor, not sys.stdin: a daemon thread blocked inside a buffered
+        # reader holds its lock, and the interpreter aborts on that lock at exit.
+        with contextlib.suppress(OSError):
+            while os.read(0, 4096):
+                pass
+        stop.set()
+
+    threading.Thread(target=_read_until_eof, name="stdin-eof", daemon=True).start()
 
 
 def connection_line(emu: PortkeyEmulator, conn_id: str, ca_file: str | None) -> str:
@@ -84,6 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
+    if args.stop_on_stdin_eof:
+        _stop_on_stdin_eof(stop)
     emu = PortkeyEmulator(
         args.host,
         args.port,

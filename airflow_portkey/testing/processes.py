@@ -3,7 +3,10 @@
 For tests and benchmarks that need the emulator outside their own interpreter (Airflow's own
 processes talking to it, a CPU figure of the server alone, a demo). The process leads a new
 session, so it and anything it starts stop as one process group; its output goes to a log
-file, where it announces its URL (and, over TLS, its CA file). Standard library only, like
+file, where it announces its URL (and, over TLS, its CA file). Its standard input is a pipe
+this process holds (``--stop-on-stdin-eof``): if this process dies without calling
+:meth:`EmulatorProcess.stop` (killed by a timeout, SIGKILL), the pipe closes and the emulator
+exits, instead of living on as an orphan. Standard library only, like
 the rest of the emulator: nothing here imports the client side.
 """
 
@@ -62,7 +65,15 @@ class EmulatorProcess:
         """Over TLS, the PEM file to verify the emulator with; None over plain HTTP."""
 
     def command(self) -> list[str]:
-        return [self.python, "-m", "airflow_portkey.testing", "--port", "0", *self.args]
+        return [
+            self.python,
+            "-m",
+            "airflow_portkey.testing",
+            "--port",
+            "0",
+            "--stop-on-stdin-eof",
+            *self.args,
+        ]
 
     def start(self, timeout: float = 30.0) -> EmulatorProcess:
         """Start the process and wait until it listens (and, over TLS, names its CA file)."""
@@ -73,7 +84,8 @@ class EmulatorProcess:
                 self.command(),
                 env=self.env,
                 cwd=self.cwd,
-                stdin=subprocess.DEVNULL,
+                # Held open until stop(); closed by the kernel if this process dies first.
+                stdin=subprocess.PIPE,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group: stopped as one
@@ -146,6 +158,9 @@ class EmulatorProcess:
                         os.killpg(popen.pid, signal.SIGKILL)
                     popen.wait(timeout)
             code = popen.returncode
+            if popen.stdin is not None:
+                with contextlib.suppress(OSError):
+                    popen.stdin.close()
         if self._own_dir is not None:
             shutil.rmtree(self._own_dir, ignore_errors=True)
         return code

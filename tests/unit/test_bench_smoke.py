@@ -12,6 +12,8 @@ import os
 import re
 import subprocess
 import sys
+import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +23,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 BENCH = REPO / "bench"
 TIMEOUT_S = 180
+# Every process of this module's smoke runs inherits this variable: how the test finds any
+# emulator they leave behind.
+RUN_TAG = "PORTKEY_BENCH_SMOKE_RUN"
 
 NUMBER = r"[0-9]+(?:\.[0-9]+)?"
 # A percentile of lateness over a short smoke window that held no poll or tick: on a loaded
@@ -120,12 +125,33 @@ class Run:
     proc: subprocess.Popen[bytes]
     output: Path
     figures: Path
+    tag: str
+
+
+def tagged_emulators(tag: str) -> list[int]:
+    """The live emulator processes whose environment carries RUN_TAG=tag."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+            environ = (proc / "environ").read_bytes().split(b"\0")
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if (
+            b"airflow_portkey.testing" in cmdline
+            and f"{RUN_TAG}={tag}".encode() in environ
+            and state not in ("Z", "X")
+        ):
+            found.append(int(proc.name))
+    return found
 
 
 def start_runs(tmp: Path) -> dict[str, Run]:
     """Start every script's smoke run."""
     # A clean environment: no AIRFLOW_* settings of the test run leak into the benchmarks.
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+    env[RUN_TAG] = uuid.uuid4().hex
     started: dict[str, Run] = {}
     for script in EXPECTED:
         output, figures = tmp / f"{script}.out", tmp / f"{script}.json"
@@ -137,7 +163,7 @@ def start_runs(tmp: Path) -> dict[str, Run]:
                 stdout=sink,
                 stderr=subprocess.STDOUT,
             )
-        started[script] = Run(proc, output, figures)
+        started[script] = Run(proc, output, figures, env[RUN_TAG])
     return started
 
 
@@ -176,3 +202,17 @@ def test_smoke_run_prints_its_figures(runs: dict[str, Run], script: str) -> None
     assert figures["goals"], "the JSON figures name the goals"
     assert all(isinstance(g["met"], bool) for g in figures["goals"])
     assert figures["markdown"].strip()
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="reads /proc")
+def test_smoke_runs_leave_no_emulator_behind(runs: dict[str, Run]) -> None:
+    # Runs that overran were killed by the test above (SIGKILL, no cleanup in them): their
+    # emulators must exit too, as they follow the pipe their launcher held.
+    stop_runs(runs)
+    tag = next(iter(runs.values())).tag
+    deadline = time.monotonic() + 30
+    while (left := tagged_emulators(tag)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for pid in left:
+        os.kill(pid, 9)
+    assert left == [], f"emulators {left} outlived their smoke runs"
