@@ -207,11 +207,9 @@ def run_scope_of(context: Any) -> RunScope | None:
     return RunScope(str(dag_id), str(run_id))
 
 
-_NOT_SUCCEEDED = frozenset({"failed", "upstream_failed"})
-
-
-def failed_upstream(task: Any, context: Any) -> list[str]:
-    """The tasks upstream of a teardown (other teardowns aside) that failed in this run."""
+def failed_upstream(task: Any, context: Any) -> tuple[list[str], list[str]]:
+    """The tasks upstream of a teardown (other teardowns aside) that did not succeed in this
+    run: those that failed, and those that did not run because an upstream task failed."""
     ti = context["ti"]
     dag = task.dag
     upstream = [
@@ -220,13 +218,12 @@ def failed_upstream(task: Any, context: Any) -> list[str]:
         if not getattr(dag.get_task(task_id), "is_teardown", False)
     ]
     if not upstream:
-        return []
+        return [], []
     states = ti.get_task_states(dag_id=ti.dag_id, task_ids=upstream, run_ids=[ti.run_id])
-    return sorted(
-        name
-        for name, state in (states.get(ti.run_id) or {}).items()
-        if str(getattr(state, "value", state)) in _NOT_SUCCEEDED
-    )
+    by_state: dict[str, list[str]] = {"failed": [], "upstream_failed": []}
+    for name, state in (states.get(ti.run_id) or {}).items():
+        by_state.get(str(getattr(state, "value", state)), []).append(name)
+    return sorted(by_state["failed"]), sorted(by_state["upstream_failed"])
 
 
 # Portkey's clock and Airflow's may disagree: look this much further back than the run began.

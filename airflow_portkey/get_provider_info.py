@@ -39,7 +39,10 @@ def get_provider_info() -> dict[str, Any]:
     return {
         "package-name": "airflow-portkey",
         "name": "Portkey",
-        "description": "Cancel Portkey batches and wait for them from Airflow DAGs.",
+        "description": (
+            "Create Portkey batches, wait for them, fetch their results and cancel them "
+            "from Airflow DAGs."
+        ),
         "versions": [__version__],
         "integrations": [
             {

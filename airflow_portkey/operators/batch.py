@@ -146,11 +146,15 @@ class PortkeyCancelBatchOperator(BaseOperator):
         given = [] if self.batch_id is None else batch_ids_from(self.batch_id)
         one = self.batch_id is not None and _is_one(self.batch_id) and not self.this_dag_run
         if self.is_teardown and self.when == "failed":
-            failed = failed_upstream(self, context)
-            if not failed:
+            failed, not_run = failed_upstream(self, context)
+            if not failed and not not_run:
                 self.log.info("Every task this teardown tears down succeeded: nothing cancelled")
                 return None
-            self.log.info("Tearing down after %s did not succeed", ", ".join(failed))
+            self.log.info(
+                "Tearing down: %s failed%s",
+                ", ".join(failed) or "an upstream task",
+                f"; not run as a result: {', '.join(not_run)}" if not_run else "",
+            )
         from airflow_portkey.hooks.portkey import PortkeyHook
 
         hook = PortkeyHook(self.portkey_conn_id, max_connections=self.max_concurrency)

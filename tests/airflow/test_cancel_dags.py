@@ -16,6 +16,18 @@ def test_teardown_cancels_the_batch_when_the_work_fails(emulator, run_dag):
     assert emulator.get_batch(batch["id"])["status"] in {"cancelling", "cancelled"}
 
 
+def test_teardown_log_names_the_failed_task_apart_from_those_not_run(emulator, run_dag, capfd):
+    batch = emulator.add_batch(status="in_progress", hold=True)
+    result = run_dag("teardown_after_a_chain", batch_id=batch["id"])
+    assert result.states["boom"] == "failed"
+    assert result.states["after_boom"] == result.states["last"] == "upstream_failed"
+    assert len(emulator.requests_to(route="batches.cancel", batch_id=batch["id"])) == 1
+    captured = capfd.readouterr()
+    assert "Tearing down: boom failed; not run as a result: after_boom, last" in (
+        captured.out + captured.err
+    )
+
+
 @pytest.mark.parametrize("status", ["completed", "in_progress"])
 def test_teardown_sends_nothing_when_the_run_succeeded(status, emulator, run_dag):
     batch = emulator.add_batch(status=status, hold=True)

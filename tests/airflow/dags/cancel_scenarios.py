@@ -34,6 +34,36 @@ for name, when in {"teardown_pipeline": "failed", "teardown_always_pipeline": "a
         cancel = PortkeyCancelBatchOperator(task_id="cancel", batch_id=batch_id, when=when)
         batch_id >> work() >> cancel.as_teardown(setups=batch_id)
 
+# A failure with tasks after it: the teardown's log names the failed task apart from those
+# that did not run because of it.
+with DAG(
+    "teardown_after_a_chain",
+    schedule=None,
+    start_date=START,
+    catchup=False,
+    params={"batch_id": ""},
+):
+
+    @task
+    def submitted(params: dict) -> str:
+        return params["batch_id"]
+
+    @task
+    def boom() -> None:
+        raise RuntimeError("downstream work failed")
+
+    @task
+    def after_boom() -> None:
+        pass
+
+    @task
+    def last() -> None:
+        pass
+
+    batch_id = submitted()
+    cancel = PortkeyCancelBatchOperator(task_id="cancel", batch_id=batch_id)
+    batch_id >> boom() >> after_boom() >> last() >> cancel.as_teardown(setups=batch_id)
+
 # The cancel operator on one id, a list from a mapped task, with or without waiting.
 for name, options in {
     "one": {},
