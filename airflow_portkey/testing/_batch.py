@@ -237,7 +237,8 @@ class Batch:
     # -- reading --------------------------------------------------------------------------
 
     def counts_at(self, now: float) -> dict[str, int]:
-        """request_counts: `completed` grows while in progress and freezes when it ends."""
+        """request_counts: `completed` grows while in progress and freezes when it ends
+        (a cancelled batch's counts stay where they were when the cancel came)."""
         if self.request_counts is not None:
             return dict(self.request_counts)
         past = self._past(now)
@@ -247,13 +248,15 @@ class Batch:
                 continue
             nxt = past[i + 1][0] if i + 1 < len(past) else None
             if nxt in ("finalizing", "completed"):
-                frac = 1.0
+                completed = self.total
             else:
                 end = past[i + 1][1] if nxt is not None else now
                 # An expiring batch gets through about half of its requests.
                 span = self.durations["in_progress"] * (2 if self.outcome == "expired" else 1)
                 frac = 1.0 if span <= 0 else min(1.0, max(0.0, (end - start) / span))
-            completed = int(self.total * frac)
+                # The last request finishes as the batch moves on to finalizing, as OpenAI's
+                # do: a batch held in progress, cancelled or expired never shows all done.
+                completed = min(int(self.total * frac), max(0, self.total - 1))
             break
         else:
             if past[-1][0] == "completed":

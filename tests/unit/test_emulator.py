@@ -107,6 +107,29 @@ def test_held_batch_stays_and_outcomes(emu: PortkeyEmulator, http: requests.Sess
     assert expired["output_file_id"] is not None  # the finished part is still downloadable
 
 
+def test_a_held_batch_never_shows_every_request_done(
+    emu: PortkeyEmulator, http: requests.Session
+) -> None:
+    # All done means finalizing next: a batch held in progress keeps its last request open.
+    held = emu.add_batch(status="in_progress", total=10)
+    emu.advance(1000)
+    got = _get(http, emu, held["id"])
+    assert got["status"] == "in_progress"
+    assert got["request_counts"] == {"total": 10, "completed": 9, "failed": 0}
+
+
+def test_a_cancelled_batch_keeps_the_counts_it_had_when_cancelled(
+    emu: PortkeyEmulator, http: requests.Session
+) -> None:
+    running = emu.add_batch(status="in_progress", hold=False, total=10)
+    emu.advance(55)  # 55 of in_progress's 100 s
+    assert _cancel(http, emu, running["id"]).status_code == 200
+    emu.advance(1000)
+    got = _get(http, emu, running["id"])
+    assert got["status"] == "cancelled"
+    assert got["request_counts"] == {"total": 10, "completed": 5, "failed": 0}
+
+
 def test_set_status_and_raw_status(emu: PortkeyEmulator, http: requests.Session) -> None:
     b = emu.add_batch(status="in_progress", raw_status="InProgress")
     assert _get(http, emu, b["id"])["status"] == "InProgress"
