@@ -18,7 +18,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -118,20 +118,23 @@ def run_dags(report: Report, emu: Any, log_path: Path) -> list[dict[str, Any]]:
     bag = DagBag(str(REPO / "dags"))
     if bag.import_errors:
         raise SystemExit(f"example DAGs failed to import: {bag.import_errors}")
-    running = [emu.add_batch(status="in_progress", hold=True)["id"] for _ in range(2)]
-    finished = emu.add_batch(status="completed", hold=True)["id"]
-    plan = [
-        ("portkey_batch_lifecycle", {}, "create, wait (deferrable), fetch results"),
-        ("portkey_cancel_on_failure_teardown", {}, "work fails; the teardown cancels"),
-        ("portkey_cancel_on_failure_notifier", {}, "work fails; the callback cancels"),
-        (
-            "portkey_cancel_batches",
-            {"batch_ids": [*running, finished]},
-            "cancel given ids, wait until stopped",
-        ),
+
+    def batches_to_cancel() -> dict[str, Any]:
+        # Seeded just before their DAG runs, so that "since it was created" in its log is
+        # that run's time, not the whole demo's.
+        running = [emu.add_batch(status="in_progress", hold=True)["id"] for _ in range(2)]
+        finished = emu.add_batch(status="completed", hold=True)["id"]
+        return {"batch_ids": [*running, finished]}
+
+    plan: list[tuple[str, Callable[[], dict[str, Any]], str]] = [
+        ("portkey_batch_lifecycle", dict, "create, wait (deferrable), fetch results"),
+        ("portkey_cancel_on_failure_teardown", dict, "work fails; the teardown cancels"),
+        ("portkey_cancel_on_failure_notifier", dict, "work fails; the callback cancels"),
+        ("portkey_cancel_batches", batches_to_cancel, "cancel given ids, wait until stopped"),
     ]
     runs = []
-    for dag_id, conf, what in plan:
+    for dag_id, make_conf, what in plan:
+        conf = make_conf()
         emu.clear_requests()
         started = time.monotonic()
         log_start = log_path.stat().st_size
