@@ -12,6 +12,7 @@ from airflow_portkey._core.errors import (
 
 MAX_BATCH_ID_LENGTH = 512
 _UNSAFE_IN_ID = frozenset("/?#\\")
+_UNSAFE_ONCE_DECODED = frozenset("?#\\")
 _PERCENT_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 # An id made only of these passes every check below (no '%', space, control or path
 # character): one match instead of a loop over its characters, for thousands of ids.
@@ -49,8 +50,19 @@ def check_batch_id(batch_id: object) -> str:
             )
     if _PERCENT_ESCAPE.search(batch_id):
         raise PortkeyInvalidBatchIdError(f"batch_id {shown} contains a '%' that is not an escape")
-    if unquote(batch_id) in {".", ".."}:
-        raise PortkeyInvalidBatchIdError(f"batch_id {shown} is a path segment ('.' or '..')")
+    # A server or proxy that decodes escapes (%2F, %00) before routing would see the decoded
+    # id: it must hold no '.'/'..' segment and nothing a plain id may not ('%2F' stays allowed,
+    # as in a Bedrock ARN's "model-invocation-job%2Fabc123").
+    decoded = unquote(batch_id)
+    if any(segment in {".", ".."} for segment in decoded.split("/")):
+        raise PortkeyInvalidBatchIdError(
+            f"batch_id {shown} is or holds a path segment ('.' or '..') once decoded"
+        )
+    for char in decoded:
+        if char in _UNSAFE_ONCE_DECODED or unicodedata.category(char)[0] == "C":
+            raise PortkeyInvalidBatchIdError(
+                f"batch_id {shown} holds an escaped {char!r}, which could reach another API path"
+            )
     return batch_id
 
 
