@@ -138,7 +138,29 @@ def is_batch_object(body: object) -> bool:
     )
 
 
-def read_batch(body: object, request: ApiRequest) -> Batch:
+def _redact_leaves(value: Any, secrets: tuple[str, ...]) -> Any:
+    """``value`` with every secret redacted from its strings at any depth; ``value`` itself
+    (no copy, no garbage) when it holds none, as nearly every answer."""
+    if isinstance(value, str):
+        return redact(value, secrets) if any(s and s in value for s in secrets) else value
+    if isinstance(value, dict):
+        changed: dict[Any, Any] | None = None
+        for key, item in value.items():
+            new = _redact_leaves(item, secrets)
+            if new is not item:
+                changed = dict(value) if changed is None else changed
+                changed[key] = new
+        return value if changed is None else changed
+    if isinstance(value, list):
+        listed = [_redact_leaves(item, secrets) for item in value]
+        return listed if any(a is not b for a, b in zip(listed, value, strict=True)) else value
+    return value
+
+
+def read_batch(body: object, request: ApiRequest, secrets: tuple[str, ...]) -> Batch:
+    """The batch in an answer, any secret it echoes (in its errors, anywhere in it) redacted:
+    a Batch goes to XComs, trigger events and error messages as it is."""
     if not isinstance(body, dict) or not isinstance(body.get("id"), str):
         raise PortkeyResponseError(f"Portkey's answer to {request.describe()} is not a batch")
-    return Batch.from_raw(body, copy=False)  # parsed from the answer: no one else holds it
+    raw: dict[str, Any] = _redact_leaves(body, secrets) if secrets else body
+    return Batch.from_raw(raw, copy=False)  # parsed from the answer: no one else holds it

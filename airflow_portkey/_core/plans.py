@@ -131,7 +131,7 @@ def get_batch(
     the rate budget may hold it back until ``deadline`` (Unix time), not beyond."""
     request = get_batch_request(batch_id, share_for=share_for, deadline=deadline)
     body = yield from send(ctx, request, about=batch_id)
-    return read_batch(body, request)
+    return read_batch(body, request, ctx.secrets)
 
 
 def cancel_batch(ctx: CallContext, batch_id: str) -> Plan[Batch]:
@@ -146,7 +146,7 @@ def cancel_batch(ctx: CallContext, batch_id: str) -> Plan[Batch]:
             return batch
         raise conflict
     if is_batch_object(body):
-        return read_batch(body, request)
+        return read_batch(body, request, ctx.secrets)
     # Bedrock and Cohere answer {"status": "success"}, Vertex {}: read the real status.
     return (yield from get_batch(ctx, batch_id))
 
@@ -163,7 +163,7 @@ def list_page(ctx: CallContext, limit: int, after: str | None) -> Plan[Page]:
     items = body.get("data") if isinstance(body, dict) else None
     if not isinstance(items, list):
         raise PortkeyResponseError(f"Portkey's answer to {request.describe()} is not a list")
-    batches = tuple(read_batch(item, request) for item in items)
+    batches = tuple(read_batch(item, request, ctx.secrets) for item in items)
     more = bool(body.get("has_more")) and batches
     last_id = body.get("last_id") or (batches[-1].id if batches else None)
     return Page(batches, str(last_id) if more and last_id else None)

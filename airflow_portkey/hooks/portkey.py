@@ -385,8 +385,9 @@ class PortkeyHook(BaseHook):
         request = endpoints.create_batch_request(
             input_file_id, endpoint, completion_window, metadata
         )
-        body = self.run(plans.send(self.call_context, request))
-        return answers.read_batch(body, request)
+        context = self.call_context
+        body = self.run(plans.send(context, request))
+        return answers.read_batch(body, request, context.secrets)
 
     def download_batch_output(self, batch_id: str, destination: str | os.PathLike[str]) -> int:
         """Stream a finished batch's output JSONL to ``destination``; return its size in bytes.

@@ -3,11 +3,14 @@ secrets redacted from every message, and answers that are not what was asked for
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from airflow_portkey._core import endpoints, plans
 from airflow_portkey._core.answers import api_error, redact
 from airflow_portkey._core.retry import RetryPolicy
+from airflow_portkey._core.waits import WaitOutcome, event_payload
 from airflow_portkey.exceptions import PortkeyAPIError, PortkeyResponseError
 
 from .script import CONN_ID, answer, batch, context, drive
@@ -73,6 +76,27 @@ def test_a_long_html_title_ending_in_a_secret_shows_none_of_it() -> None:
     error = api_error(answer(502, page), GET, conn_id=CONN_ID, secrets=(SECRET,))
     assert SECRET[:-1] not in str(error) and SECRET[:8] not in error.portkey_message
     assert error.portkey_message.endswith("***")
+
+
+def test_a_batch_echoing_a_secret_reaches_xcom_and_events_redacted() -> None:
+    # The batch object goes to XCom and into the trigger event as it is: its errors, and any
+    # other field, must hold no credential the provider echoed.
+    echoed = batch(
+        status="failed",
+        errors={"data": [{"code": "auth", "message": f"bad key {SECRET}", "line": 1}]},
+        metadata={"note": f"Bearer {SECRET}"},
+    )
+    plain = batch()
+    ctx = context(secrets=(SECRET,))
+    failed = drive(plans.get_batch(ctx, "batch_1"), [echoed]).result
+    running = drive(plans.get_batch(ctx, "batch_1"), [plain]).result
+    stored = json.dumps(
+        [failed.to_xcom(), event_payload([WaitOutcome("failure", "b", failed, "")])]
+    )
+    assert SECRET not in stored
+    assert failed.errors == ("line 1: bad key ***",)
+    assert failed.raw["metadata"] == {"note": "Bearer ***"}
+    assert running.raw["created_at"] == 1_700_000_000 and running.status.value == "in_progress"
 
 
 def test_a_lasting_error_echoing_a_secret_is_redacted_after_retries() -> None:
