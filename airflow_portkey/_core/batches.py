@@ -149,17 +149,33 @@ TIMESTAMP_FIELDS = (
 )
 
 
+# The last second of year 9999, in milliseconds: the latest moment a datetime can hold.
+_LATEST_MILLISECONDS = 253_402_300_799_000
+
+
 def normalize_timestamp(value: object) -> float | None:
-    """Unix seconds from seconds or milliseconds; None for anything that is not a number."""
+    """Unix seconds from seconds or milliseconds; None for anything that is not a number or
+    not a moment between 1970 and the year 9999 (negative, infinite, NaN, 10**30)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if not 0 <= value <= _LATEST_MILLISECONDS:  # also False for NaN
         return None
     return value / 1000 if value > _MILLISECONDS_THRESHOLD else float(value)
 
 
+# More requests than any batch holds (OpenAI's limit is 50,000): a count beyond it is noise.
+_MAX_COUNT = 10**12
+
+
 def _as_int(value: object) -> int:
-    if type(value) is int:
+    """A request count; 0 (not reported) for anything that is not a plausible count."""
+    if type(value) is int and 0 <= value <= _MAX_COUNT:
         return value
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+    return 0
+
+
+def _as_text(value: object) -> str | None:
+    return value if type(value) is str and value else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,8 +269,8 @@ class Batch:
             raw_status=raw_status if isinstance(raw_status, str) else None,
             request_counts=RequestCounts.from_raw(counts) if counts else _NO_COUNTS,
             partial=is_partial(raw_status),
-            output_file_id=get("output_file_id") or None,
-            error_file_id=get("error_file_id") or None,
+            output_file_id=_as_text(get("output_file_id")),
+            error_file_id=_as_text(get("error_file_id")),
             errors=_error_messages(errors) if errors else (),
             timestamps=timestamps,
             raw=raw if not copy and type(raw) is dict else dict(raw),

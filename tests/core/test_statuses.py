@@ -159,6 +159,12 @@ def test_describe_names_the_provider_word() -> None:
         (None, None),
         ("1700000000", None),
         (True, None),
+        (-(10**15), None),
+        (-5, None),
+        (10**30, None),
+        pytest.param(10**400, None, id="10**400"),
+        (float("inf"), None),
+        (float("nan"), None),
     ],
 )
 def test_timestamps_in_seconds_or_milliseconds(value: object, seconds: float | None) -> None:

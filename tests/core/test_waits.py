@@ -147,6 +147,27 @@ def test_progress_is_said_when_the_counts_or_the_status_change_only() -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    "fields",
+    [
+        pytest.param({"created_at": -(10**15), "in_progress_at": -5}, id="negative-times"),
+        pytest.param({"created_at": 10**30, "in_progress_at": 10**30}, id="huge-times"),
+        pytest.param({"created_at": float("inf")}, id="infinite-time"),
+        pytest.param({"request_counts": counts(10**400, total=1)}, id="huge-count"),
+        pytest.param({"request_counts": counts(-3, total=-5)}, id="negative-counts"),
+        pytest.param({"output_file_id": ["x"], "errors": {"data": "zz"}}, id="odd-types"),
+    ],
+)
+def test_absurd_numbers_in_a_batch_are_unknown_and_the_wait_goes_on(fields: Any) -> None:
+    run = wait([batch(status="in_progress", **fields), batch(status="completed", **fields)])
+    outcome: WaitOutcome = run.result
+    assert outcome.status == "success" and outcome.batch is not None
+    assert outcome.batch.timestamps == {} or "created_at" not in fields
+    assert outcome.batch.output_file_id is None
+    assert 0 <= outcome.batch.request_counts.done <= 10
+    assert "since" in run.said(logging.INFO)[0]
+
+
 TRANSIENT = {
     "503": error(503),
     "429": error(429),
