@@ -128,6 +128,11 @@ class PortkeyHook(BaseHook):
         assert self._settings is not None
         return self._settings
 
+    @property
+    def loaded_secrets(self) -> tuple[str, ...]:
+        """The connection's secrets once it is read; none before (nothing to redact yet)."""
+        return self._settings.secrets if self._settings is not None else ()
+
     async def aget_settings(self) -> PortkeySettings:
         """As :attr:`settings`, without blocking the event loop (for triggers)."""
         if self._settings is None:

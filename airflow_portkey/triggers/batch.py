@@ -8,6 +8,7 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from airflow_portkey._core.answers import redact
 from airflow_portkey._core.defaults import (
     DEFAULT_MAX_TRANSIENT_FAILURES,
     DEFAULT_STILL_WAITING_EVERY,
@@ -134,10 +135,12 @@ class PortkeyBatchTrigger(BaseTrigger):
         hook = self._hook()
         try:
             outcomes = await hook.await_batches(self._specs)
-        except PortkeyError as error:
-            outcomes = [
-                WaitOutcome("error", spec.batch_id, None, str(error)) for spec in self._specs
-            ]
+        except Exception as error:  # one event from the closed set, whatever went wrong
+            reason = str(error)
+            if not isinstance(error, PortkeyError):  # a bug or Airflow's own (a missing conn)
+                self.log.exception("Waiting for batches %s failed", ", ".join(self.batch_ids))
+                reason = redact(f"{type(error).__name__}: {reason}", hook.loaded_secrets)
+            outcomes = [WaitOutcome("error", spec.batch_id, None, reason) for spec in self._specs]
         finally:
             await hook.aclose()
         yield TriggerEvent(event_payload(outcomes))

@@ -98,6 +98,15 @@ def test_a_lasting_outage_ends_in_one_error_event(emulator, no_retry_conn):
     assert len(emulator.requests_to(route="batches.get")) == 3
 
 
+def test_an_unexpected_failure_gives_one_error_event_not_a_dead_trigger(emulator):
+    # Airflow's own AirflowNotFoundException is no PortkeyError: the trigger must still fire.
+    events, _ = run_to_event(make_trigger(["batch_a", "batch_b"], portkey_conn_id="pk_nowhere"))
+    assert len(events) == 1
+    payload = events[0].payload
+    assert (payload["status"], payload["batch_ids"]) == ("error", ["batch_a", "batch_b"])
+    assert "AirflowNotFoundException" in payload["reason"] and "pk_nowhere" in payload["reason"]
+
+
 def test_deadline_gives_one_timeout_event(emulator):
     batch = emulator.add_batch(status="in_progress", hold=True)
     events, elapsed = run_to_event(make_trigger(batch["id"], deadline=time.time() + 0.5))
