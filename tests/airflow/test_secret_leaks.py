@@ -104,3 +104,15 @@ def test_trigger_serialisation_holds_no_secret(secret_conn):
     for secret in SECRETS:
         assert secret not in text
     assert batch.id in text
+
+
+@pytest.mark.parametrize("dag_id", ["sensor_poke_wait", "sensor_deferrable_wait"])
+@pytest.mark.emulator(api_key=API_KEY)
+def test_a_batch_echoing_the_provider_key_reaches_xcom_redacted(secret_conn, run_dag, dag_id):
+    echoed = [{"code": "invalid_key", "message": f"bad key {PROVIDER_KEY}", "line": 1}]
+    batch = secret_conn.add_batch(status="completed", errors=echoed)
+    run = run_dag(dag_id, batch_id=batch["id"])
+    assert run.states == {"wait": "success", "downstream": "success"}
+    stored = stored_text([run.run_id])
+    assert "line 1: bad key ***" in stored
+    assert PROVIDER_KEY not in stored
