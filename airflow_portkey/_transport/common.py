@@ -19,6 +19,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from airflow_portkey import __version__
+from airflow_portkey._core.errors import PortkeyConfigError
 from airflow_portkey._core.settings import PortkeySettings
 
 USER_AGENT = f"airflow-portkey/{__version__}"
@@ -46,6 +47,20 @@ def resolve_ca(verify: bool | str) -> str | bool:
         if value:
             return value
     return _default_ca()
+
+
+def check_ca(settings: PortkeySettings) -> None:
+    """Refuse, before any request, a ``verify`` extra naming a CA path that does not exist
+    (the TLS layer would fail each request with a bare "file not found", which the sync
+    path even retries). A check of the file system, so here and not in the pure settings."""
+    verify = settings.verify
+    tls = settings.base_url.startswith("https:")
+    if tls and isinstance(verify, str) and not Path(verify).exists():
+        raise PortkeyConfigError(
+            f"Portkey connection {settings.conn_id!r}: extra 'verify' names the CA bundle "
+            f"{verify!r}, which does not exist. Set it to an existing CA file or directory, "
+            "true or false (Admin > Connections or its AIRFLOW_CONN_ variable)."
+        )
 
 
 @functools.cache
@@ -142,6 +157,7 @@ class Connection:
     @classmethod
     def of(cls, settings: PortkeySettings) -> Connection:
         tls = settings.base_url.startswith("https:")
+        check_ca(settings)
         return cls(
             base_url=settings.base_url,
             ca=resolve_ca(settings.verify) if tls else False,

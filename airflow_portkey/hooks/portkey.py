@@ -42,6 +42,7 @@ from airflow_portkey._core.retry import RetryPolicy
 from airflow_portkey._core.settings import PortkeySettings
 from airflow_portkey._core.trace import trace_from_context, trace_headers
 from airflow_portkey._core.waits import WaitOutcome, WaitSpec, wait_for_batch
+from airflow_portkey._transport.common import check_ca
 from airflow_portkey.batches import Batch
 from airflow_portkey.exceptions import PortkeyConfigError, PortkeyError
 from airflow_portkey.hooks import _pacing
@@ -148,6 +149,7 @@ class PortkeyHook(BaseHook):
                 f"PortkeyHook needs a connection of type {CONN_TYPE!r}"
             )
         settings = settings_of(self.portkey_conn_id, connection)
+        check_ca(settings)
         if settings.unknown_extras:
             self.log.warning(
                 "Portkey connection %r has extras this provider does not read: %s",
@@ -451,6 +453,7 @@ class PortkeyHook(BaseHook):
         name = _connection_under_test(self.portkey_conn_id)
         try:
             settings = settings_of(name, self.get_connection(self.portkey_conn_id))
+            check_ca(settings)
         except PortkeyConfigError as error:
             return False, str(error)
         except Exception as error:

@@ -7,12 +7,13 @@ import asyncio
 import json
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from airflow_portkey._transport.aio import shared_sessions
-from airflow_portkey.exceptions import PortkeyTransportError
+from airflow_portkey.exceptions import PortkeyConfigError, PortkeyTransportError
 from airflow_portkey.hooks.portkey import PortkeyHook
 from tests.unit.support import FAST_RETRIES, set_connection
 
@@ -192,3 +193,27 @@ def test_session_a_hook_left_open_is_closed_when_the_loop_ends(
                 break
             closed.wait(0.05)
     assert closed.is_set()
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_verify_path_that_does_not_exist_is_a_config_error_naming_verify_before_any_request(
+    path: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    missing = str(tmp_path / "no-such-ca.pem")
+    with misbehaving(lambda peer, seen: peer.send(batch(asked(seen))), tls=True) as server:
+        extra = {"provider": "openai", "verify": missing}
+        set_connection(monkeypatch, CONN_ID, host=server.url, extra=extra)
+        with pytest.raises(PortkeyConfigError, match=r"extra 'verify' .*no-such-ca\.pem"):
+            on_path(path, read("batch_1"))
+    assert server.connections == 0
+
+
+def test_connection_test_names_a_verify_path_that_does_not_exist(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    missing = str(tmp_path / "no-such-ca.pem")
+    extra = {"provider": "openai", "verify": missing}
+    set_connection(monkeypatch, CONN_ID, host="https://127.0.0.1:9/v1", extra=extra)
+    ok, message = PortkeyHook(CONN_ID).test_connection()
+    assert not ok
+    assert "extra 'verify'" in message and "no-such-ca.pem" in message
