@@ -17,6 +17,9 @@ from collections.abc import Mapping
 from typing import IO, Any
 
 import requests
+import requests.adapters
+import urllib3.connection
+import urllib3.connectionpool
 import urllib3.exceptions
 
 from airflow_portkey._core.messages import ApiRequest, ApiResponse, Outcome, TransportFailure
@@ -30,14 +33,77 @@ from airflow_portkey._transport.common import (
     request_headers,
     too_large,
 )
+from airflow_portkey._transport.watchdog import Guard, guarding, watch
 
 # A download (batch output, possibly gigabytes) gets one more second for every this many bytes
 # received beyond the request's time limit: a slow but steady transfer finishes, a drip does not.
 DOWNLOAD_BYTES_PER_EXTRA_SECOND = 256 << 10
 
 
+_TIMED_OUT = "no whole answer within the request's time limit"
+
+
 class _DeadlinePassed(Exception):
     """The request's total time limit passed while its answer was still arriving."""
+
+
+class _FinalAnswer(http.client.HTTPResponse):
+    """Skips every informational (1xx) answer before the final one: http.client skips only
+    ``100 Continue`` and would take ``103 Early Hints`` for the answer. 101 is final (this
+    provider never asks to switch protocols)."""
+
+    def _read_status(self) -> tuple[str, int, str]:
+        while True:
+            version, status, reason = super()._read_status()  # type: ignore[misc]
+            if not 100 <= status < 200 or status == 101:
+                return version, status, reason
+            http.client._read_headers(self.fp)  # type: ignore[attr-defined]
+
+
+class _GuardedHTTPConnection(urllib3.connection.HTTPConnection):
+    """Hands each socket it uses to the current request's deadline guard (a new socket
+    before its TLS handshake, a kept-alive one when a request goes out on it)."""
+
+    response_class = _FinalAnswer
+
+    def _new_conn(self) -> Any:
+        sock = super()._new_conn()
+        watch(sock)
+        return sock
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        watch(self.sock)
+        super().request(*args, **kwargs)
+
+
+class _GuardedHTTPSConnection(_GuardedHTTPConnection, urllib3.connection.HTTPSConnection):
+    """The TLS connection, guarded alike (its handshake runs on the socket already watched)."""
+
+
+class _GuardedHTTPPool(urllib3.connectionpool.HTTPConnectionPool):
+    ConnectionCls = _GuardedHTTPConnection
+
+
+class _GuardedHTTPSPool(urllib3.connectionpool.HTTPSConnectionPool):
+    ConnectionCls = _GuardedHTTPSConnection
+
+
+_GUARDED_POOLS = {"http": _GuardedHTTPPool, "https": _GuardedHTTPSPool}
+
+
+class _GuardedAdapter(requests.adapters.HTTPAdapter):
+    """requests' adapter whose pools (direct or through an HTTP proxy) use the guarded
+    connections."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = _GUARDED_POOLS
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if not proxy.lower().startswith("socks"):  # SOCKS pools have classes of their own
+            manager.pool_classes_by_scheme = _GUARDED_POOLS
+        return manager
 
 
 # The first row whose exception is anywhere in the raised exception's chain gives the kind.
@@ -79,6 +145,8 @@ class SyncTransport:
         self._read_timeout = settings.read_timeout
         self._max_answer_bytes = max_answer_bytes
         self.session = requests.Session()
+        for prefix in ("https://", "http://"):
+            self.session.mount(prefix, _GuardedAdapter())
         self.session.trust_env = False  # no .netrc, no CA or proxy variables of its own
         self.session.headers.update(request_headers(headers))
         self.session.verify = self._connection.ca
@@ -102,59 +170,73 @@ class SyncTransport:
         if request.upload is not None:
             upload = request.upload
             files = {"file": (upload.filename, upload.read(), upload.content_type)}
-        try:
-            with self.session.request(
-                request.method,
-                connection.base_url + request.path,
-                params=request.params,
-                json=request.json_body,
-                data=request.form,
-                files=files,
-                timeout=(connection.connect_timeout, self._read_timeout),
-                stream=True,
-                # A redirect would carry the keys to whatever host it names; the async path
-                # does not follow them either, so both paths answer a 3xx with the same error.
-                allow_redirects=False,
-            ) as response:
-                to_disk = request.stream and sink is not None and response.status_code < 300
-                headers = _lower(response.headers)
-                try:
-                    check_framing(headers, None if to_disk else self._max_answer_bytes)
-                    if to_disk:
-                        assert sink is not None
-                        sink.seek(0)
-                        sink.truncate()
-                        self._read(
-                            response, deadline, sink.write, None, DOWNLOAD_BYTES_PER_EXTRA_SECOND
-                        )
-                        body = b""
-                    else:
-                        parts: list[bytes] = []
-                        self._read(response, deadline, parts.append, self._max_answer_bytes, None)
-                        body = b"".join(parts)
-                except BaseException:
-                    response.raw.close()  # its connection's state is unknown: never reuse it
-                    raise
-                return ApiResponse(response.status_code, headers, body)
-        except Exception as error:
-            return TransportFailure(*classify(error, FAILURES))
+        with guarding(deadline) as guard:
+            try:
+                outcome = self._exchange(request, sink, guard, files)
+            except Exception as error:
+                outcome = TransportFailure(*classify(error, FAILURES))
+        if guard.fired:
+            # The watchdog shut the request's socket down at its deadline: whatever the
+            # libraries made of that (a dropped connection, a short body), it is a timeout.
+            return TransportFailure("timeout", _TIMED_OUT)
+        return outcome
+
+    def _exchange(
+        self, request: ApiRequest, sink: IO[bytes] | None, guard: Guard, files: Any
+    ) -> Outcome:
+        connection = self._connection
+        with self.session.request(
+            request.method,
+            connection.base_url + request.path,
+            params=request.params,
+            json=request.json_body,
+            data=request.form,
+            files=files,
+            timeout=(connection.connect_timeout, self._read_timeout),
+            stream=True,
+            # A redirect would carry the keys to whatever host it names; the async path
+            # does not follow them either, so both paths answer a 3xx with the same error.
+            allow_redirects=False,
+        ) as response:
+            to_disk = request.stream and sink is not None and response.status_code < 300
+            headers = _lower(response.headers)
+            try:
+                check_framing(headers, None if to_disk else self._max_answer_bytes)
+                if to_disk:
+                    assert sink is not None
+                    sink.seek(0)
+                    sink.truncate()
+                    self._read(response, guard, sink.write, None, DOWNLOAD_BYTES_PER_EXTRA_SECOND)
+                    body = b""
+                else:
+                    parts: list[bytes] = []
+                    self._read(response, guard, parts.append, self._max_answer_bytes, None)
+                    body = b"".join(parts)
+            except BaseException:
+                response.raw.close()  # its connection's state is unknown: never reuse it
+                raise
+            return ApiResponse(response.status_code, headers, body)
 
     def _read(
         self,
         response: requests.Response,
-        deadline: float,
+        guard: Guard,
         write: Any,
         limit: int | None,
         bytes_per_extra_second: int | None,
     ) -> None:
         """Read the (decoded) body chunk by chunk, as it arrives, within the deadline: a
-        server that drips one byte at a time cannot hold the request beyond it."""
+        server that drips one byte at a time cannot hold the request beyond it. A download
+        earns more time by the bytes that arrive on the wire (not decoded: a slow gzip
+        stream that inflates well would otherwise earn time it never spent)."""
         raw = response.raw
         sock = getattr(raw.connection, "sock", None)
+        deadline = guard.deadline
         size = 0
         while True:
-            extra = size / bytes_per_extra_second if bytes_per_extra_second else 0.0
-            left = deadline + extra - time.monotonic()
+            if bytes_per_extra_second:
+                guard.extend(deadline + raw.tell() / bytes_per_extra_second)
+            left = guard.deadline - time.monotonic()
             if left <= 0:
                 raise _DeadlinePassed("the answer did not arrive within the request's time limit")
             if sock is not None:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import gzip
 import json
+import select
 import tracemalloc
+import zlib
 from pathlib import Path
 
 import pytest
@@ -278,3 +280,99 @@ def test_post_without_a_body_has_no_content_type(path: str) -> None:
     (seen,) = server.requests
     assert "content-type" not in seen.headers
     assert seen.headers["content-length"] == "0"
+
+
+def client_gone(peer: Peer, seconds: float) -> bool:
+    """Wait up to ``seconds`` for the client to hang up; True when it has."""
+    ready, _, _ = select.select([peer.sock], [], [], seconds)
+    if not ready:
+        return False
+    try:
+        return peer.sock.recv(1) == b""
+    except OSError:
+        return True
+
+
+@pytest.mark.parametrize("tls", TLS)
+@pytest.mark.parametrize("path", PATHS)
+def test_headers_dripping_a_byte_at_a_time_end_at_the_total_time_limit_as_a_timeout(
+    path: str, tls: bool
+) -> None:
+    """requests' read timeout bounds each recv: a byte every 0.2 s kept a request for ever."""
+    client_left: list[bool] = []
+
+    def header_drip(peer: Peer, seen: Seen) -> bool:
+        peer.send(b"HTTP/1.1 200 OK\r\n")
+        for _ in range(150):  # half a minute at most, then it hangs up
+            if not peer.send(b"X") or client_gone(peer, 0.2):
+                client_left.append(True)
+                return False
+        return False
+
+    with misbehaving(header_drip, tls=tls) as server:
+        settings = settings_for(server.url, verify=server.ca_file, request_timeout=1.5)
+        (outcome,) = exchange(path, settings).outcomes
+    assert kind_of(outcome) == "timeout"
+    assert client_left == [True]  # the client hung up in the middle of the headers
+
+
+@pytest.mark.parametrize("tls", TLS)
+@pytest.mark.parametrize("path", PATHS)
+def test_endless_100_continue_answers_end_at_the_total_time_limit_as_a_timeout(
+    path: str, tls: bool
+) -> None:
+    client_left: list[bool] = []
+
+    def endless_continue(peer: Peer, seen: Seen) -> bool:
+        for _ in range(150):  # half a minute at most, then it hangs up
+            if not peer.send(b"HTTP/1.1 100 Continue\r\n\r\n") or client_gone(peer, 0.2):
+                client_left.append(True)
+                return False
+        return False
+
+    with misbehaving(endless_continue, tls=tls) as server:
+        settings = settings_for(server.url, verify=server.ca_file, request_timeout=1.5)
+        (outcome,) = exchange(path, settings).outcomes
+    assert kind_of(outcome) == "timeout"
+    assert client_left == [True]  # the client hung up while the 100s still came
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_informational_answers_before_the_final_one_are_skipped(path: str) -> None:
+    """103 Early Hints (with headers) after 100 Continue: the 200 after them is the answer."""
+
+    def early_hints(peer: Peer, seen: Seen) -> bool:
+        peer.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+        peer.send(b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n")
+        return peer.send(response(json.dumps(BATCH).encode()))
+
+    with misbehaving(early_hints) as server:
+        outcomes = exchange(path, settings_for(server.url), GET, GET).outcomes
+    assert [kind_of(o) for o in outcomes] == ["ok 200"] * 2
+    assert all(isinstance(o, ApiResponse) and json.loads(o.body) == BATCH for o in outcomes)
+
+
+def test_gzip_download_dripping_small_wire_chunks_ends_at_the_time_limit(tmp_path: Path) -> None:
+    """The extra time a download earns is counted on the wire: a few hundred gzip bytes that
+    inflate to a MiB each do not buy a second each."""
+    compressor = zlib.compressobj(wbits=31)  # gzip
+
+    def piece() -> bytes:
+        return compressor.compress(b"\n" * (1 << 20)) + compressor.flush(zlib.Z_SYNC_FLUSH)
+
+    def gzip_drip(peer: Peer, seen: Seen) -> bool:
+        peer.send(b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nConnection: close\r\n\r\n")
+        for _ in range(100):  # 20 s of 5 MiB (decoded) a second, then a whole gzip stream
+            wire = piece()
+            assert len(wire) < 4096  # less than 1/64 of the 256 KiB that earn a second
+            if not peer.send(wire) or peer.stopping(0.2):
+                return False
+        peer.send(compressor.flush())
+        return False
+
+    with misbehaving(gzip_drip) as server:
+        sync = SyncTransport(settings_for(server.url, request_timeout=1.5), {})
+        with (tmp_path / "out.jsonl").open("w+b") as sink:
+            outcome = sync.send(DOWNLOAD, sink)
+        sync.close()
+    assert kind_of(outcome) == "timeout", outcome
