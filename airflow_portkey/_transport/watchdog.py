@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import os
 import socket
 import threading
 import time
@@ -79,8 +80,7 @@ class _Watchdog:
     def add(self, guard: Guard) -> None:
         with self._wake:
             heapq.heappush(self._heap, (guard.deadline, next(self._order), guard))
-            if self._thread is None or not self._thread.is_alive():
-                # Also after a fork: the child has the heap but not the thread.
+            if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._run, name="portkey-request-deadlines", daemon=True
                 )
@@ -110,6 +110,15 @@ class _Watchdog:
 
 _watchdog = _Watchdog()
 _current = threading.local()
+
+
+def _after_fork() -> None:
+    # A forked child has no watchdog thread, and maybe a lock that thread held: start afresh.
+    global _watchdog
+    _watchdog = _Watchdog()
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 
 @contextmanager
