@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from typing import Any
@@ -138,21 +139,29 @@ def is_batch_object(body: object) -> bool:
     )
 
 
-def _redact_leaves(value: Any, secrets: tuple[str, ...]) -> Any:
+@functools.lru_cache(maxsize=64)  # one hook's secrets, read on every poll
+def _any_secret(secrets: tuple[str, ...]) -> re.Pattern[str]:
+    """One search for all of a connection's secrets (a poll walks every string of a batch)."""
+    return re.compile("|".join(re.escape(secret) for secret in secrets if secret) or "(?!)")
+
+
+def _redact_leaves(value: Any, secrets: tuple[str, ...], found: re.Pattern[str]) -> Any:
     """``value`` with every secret redacted from its strings at any depth; ``value`` itself
     (no copy, no garbage) when it holds none, as nearly every answer."""
-    if isinstance(value, str):
-        return redact(value, secrets) if any(s and s in value for s in secrets) else value
-    if isinstance(value, dict):
+    if type(value) is str:
+        return redact(value, secrets) if found.search(value) else value
+    if type(value) is dict:
         changed: dict[Any, Any] | None = None
         for key, item in value.items():
-            new = _redact_leaves(item, secrets)
+            if item is None or type(item) is int:  # most fields of a batch
+                continue
+            new = _redact_leaves(item, secrets, found)
             if new is not item:
                 changed = dict(value) if changed is None else changed
                 changed[key] = new
         return value if changed is None else changed
-    if isinstance(value, list):
-        listed = [_redact_leaves(item, secrets) for item in value]
+    if type(value) is list:
+        listed = [_redact_leaves(item, secrets, found) for item in value]
         return listed if any(a is not b for a, b in zip(listed, value, strict=True)) else value
     return value
 
@@ -162,5 +171,5 @@ def read_batch(body: object, request: ApiRequest, secrets: tuple[str, ...]) -> B
     a Batch goes to XComs, trigger events and error messages as it is."""
     if not isinstance(body, dict) or not isinstance(body.get("id"), str):
         raise PortkeyResponseError(f"Portkey's answer to {request.describe()} is not a batch")
-    raw: dict[str, Any] = _redact_leaves(body, secrets) if secrets else body
+    raw: dict[str, Any] = _redact_leaves(body, secrets, _any_secret(secrets)) if secrets else body
     return Batch.from_raw(raw, copy=False)  # parsed from the answer: no one else holds it
