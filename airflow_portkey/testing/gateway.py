@@ -15,17 +15,17 @@ nothing here imports the client side.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
 import time
 import urllib.request
 from pathlib import Path
+
+from .processes import stop_process_group
 
 _CHECKOUT = Path(__file__).resolve().parents[2]
 _GATEWAY_SCRIPT = Path("@portkey-ai") / "gateway" / "build" / "start-server.js"
@@ -208,16 +208,7 @@ class Gateway:
         proc = self.proc
         if proc is None:
             return None
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout)
-        return proc.returncode
+        return stop_process_group(proc, timeout)
 
     def group_alive(self) -> bool:
         """Whether any process of the gateway's process group is still there."""

@@ -23,6 +23,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 _LISTENING = "Portkey emulator listening on "
 _CA_FILE = "Portkey emulator CA certificate: "
@@ -148,16 +149,7 @@ class EmulatorProcess:
         popen, self.popen = self.popen, None
         code = None
         if popen is not None:
-            if popen.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(popen.pid, signal.SIGTERM)
-                try:
-                    popen.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(popen.pid, signal.SIGKILL)
-                    popen.wait(timeout)
-            code = popen.returncode
+            code = stop_process_group(popen, timeout)
             if popen.stdin is not None:
                 with contextlib.suppress(OSError):
                     popen.stdin.close()
@@ -175,3 +167,17 @@ class EmulatorProcess:
         traceback: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def stop_process_group(popen: subprocess.Popen[Any], timeout: float = 10.0) -> int | None:
+    """SIGTERM a process started in its own group (SIGKILL if it lingers); its exit code."""
+    if popen.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(popen.pid, signal.SIGTERM)
+        try:
+            popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(popen.pid, signal.SIGKILL)
+            popen.wait(timeout)
+    return popen.returncode

@@ -15,7 +15,6 @@ import shutil
 import signal
 import socket
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from tests.deployment.harness import (
     stop_group,
     wait_for,
 )
+from tests.silent_server import SilentServer
 
 ENABLED = os.environ.get("PORTKEY_UI_TESTS") == "1"
 CHROMIUM = os.environ.get("PORTKEY_CHROMIUM", "/usr/bin/chromium")
@@ -50,42 +50,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
-class SilentHost:
-    """Accepts TCP connections on loopback and never answers (a firewall that swallows
-    requests, a hung gateway)."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.accepted: list[socket.socket] = []
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.sock.getsockname()[1]}/v1"
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.accepted.append(conn)
-
-    def close(self) -> None:
-        self.sock.close()
-        for conn in self.accepted:
-            conn.close()
-        self._thread.join(timeout=5)
-
-
 @dataclass
 class Stack:
     airflow: Airflow
     emulator: Emulator
-    silent: SilentHost
+    silent: SilentServer
 
     def api(self, method: str, path: str, body: Any = None) -> Any:
         return self.airflow.api(method, path, body)
@@ -103,7 +72,7 @@ def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
     marker = secrets.token_hex(8)
     airflow: Airflow | None = None
     emulator: Emulator | None = None
-    silent = SilentHost()
+    silent = SilentServer()
     with sigterm_as_interrupt():
         try:
             # Only the api-server runs here: SQLite is enough, and no executor is needed.

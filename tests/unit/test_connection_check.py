@@ -17,38 +17,9 @@ from airflow_portkey._core.connection_check import (
     CHECK_READ_TIMEOUT,
 )
 from airflow_portkey.testing import PortkeyEmulator
+from tests.silent_server import SilentServer
 
 from .support import CONN_ID, MakeHook
-
-
-class SilentServer:
-    """Accepts TCP connections and never answers; counts them."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.accepted: list[socket.socket] = []
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.sock.getsockname()[1]}/v1"
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.accepted.append(conn)
-
-    def close(self) -> None:
-        self.sock.close()
-        for conn in self.accepted:
-            conn.close()
-        self._thread.join(timeout=5)
 
 
 @pytest.fixture
