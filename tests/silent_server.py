@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 
@@ -31,6 +32,10 @@ class SilentServer:
             self.accepted.append(conn)
 
     def close(self) -> None:
+        # Closing alone does not wake a thread blocked in accept() on Linux; shutting the
+        # listening socket down does (accept fails), so the join below returns at once.
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
         self.sock.close()
         for conn in self.accepted:
             conn.close()

@@ -27,6 +27,11 @@ from .server import Peer, Seen, misbehaving, response
 
 BATCH = {"id": "batch_1", "object": "batch", "status": "in_progress"}
 TLS = [pytest.param(False, id="plain"), pytest.param(True, id="tls")]
+# The total time limit of the scenarios that never end by themselves; the servers send
+# something every DRIP seconds, well within the per-read timeout (the same value), so only a
+# limit on the whole request can end them.
+LIMIT = 0.6
+DRIP = 0.1
 
 
 def answer(peer: Peer, seen: Seen) -> bool:
@@ -66,13 +71,13 @@ def test_answer_in_one_byte_chunks_arrives_whole_without_holding_the_loop(
 def test_endless_drip_ends_at_the_total_time_limit_as_a_timeout(path: str, tls: bool) -> None:
     def drip(peer: Peer, seen: Seen) -> bool:
         peer.send(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n{")
-        for _ in range(150):  # a minute at most, then it hangs up (a "dropped" outcome)
-            if not peer.send(b" ") or peer.stopping(0.4):
+        for _ in range(300):  # half a minute at most, then it hangs up (a "dropped" outcome)
+            if not peer.send(b" ") or peer.stopping(DRIP):
                 return False
         return False
 
     with misbehaving(drip, tls=tls) as server:
-        settings = settings_for(server.url, verify=server.ca_file, request_timeout=1.5)
+        settings = settings_for(server.url, verify=server.ca_file, request_timeout=LIMIT)
         (outcome,) = exchange(path, settings).outcomes
     assert kind_of(outcome) == "timeout"
 
@@ -258,13 +263,13 @@ def test_download_streams_to_disk_beyond_the_answer_cap(tmp_path: Path) -> None:
 def test_download_that_drips_ends_at_the_time_limit(tmp_path: Path) -> None:
     def drip(peer: Peer, seen: Seen) -> bool:
         peer.send(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
-        for _ in range(150):
-            if not peer.send(b"x") or peer.stopping(0.4):
+        for _ in range(300):
+            if not peer.send(b"x") or peer.stopping(DRIP):
                 return False
         return False
 
     with misbehaving(drip) as server:
-        sync = SyncTransport(settings_for(server.url, request_timeout=1.5), {})
+        sync = SyncTransport(settings_for(server.url, request_timeout=LIMIT), {})
         with (tmp_path / "out.jsonl").open("w+b") as sink:
             outcome = sync.send(DOWNLOAD, sink)
         sync.close()
@@ -298,19 +303,19 @@ def client_gone(peer: Peer, seconds: float) -> bool:
 def test_headers_dripping_a_byte_at_a_time_end_at_the_total_time_limit_as_a_timeout(
     path: str, tls: bool
 ) -> None:
-    """requests' read timeout bounds each recv: a byte every 0.2 s kept a request for ever."""
+    """requests' read timeout bounds each recv: a byte every DRIP s kept a request for ever."""
     client_left: list[bool] = []
 
     def header_drip(peer: Peer, seen: Seen) -> bool:
         peer.send(b"HTTP/1.1 200 OK\r\n")
-        for _ in range(150):  # half a minute at most, then it hangs up
-            if not peer.send(b"X") or client_gone(peer, 0.2):
+        for _ in range(300):  # half a minute at most, then it hangs up
+            if not peer.send(b"X") or client_gone(peer, DRIP):
                 client_left.append(True)
                 return False
         return False
 
     with misbehaving(header_drip, tls=tls) as server:
-        settings = settings_for(server.url, verify=server.ca_file, request_timeout=1.5)
+        settings = settings_for(server.url, verify=server.ca_file, request_timeout=LIMIT)
         (outcome,) = exchange(path, settings).outcomes
     assert kind_of(outcome) == "timeout"
     assert client_left == [True]  # the client hung up in the middle of the headers
@@ -324,14 +329,14 @@ def test_endless_100_continue_answers_end_at_the_total_time_limit_as_a_timeout(
     client_left: list[bool] = []
 
     def endless_continue(peer: Peer, seen: Seen) -> bool:
-        for _ in range(150):  # half a minute at most, then it hangs up
-            if not peer.send(b"HTTP/1.1 100 Continue\r\n\r\n") or client_gone(peer, 0.2):
+        for _ in range(300):  # half a minute at most, then it hangs up
+            if not peer.send(b"HTTP/1.1 100 Continue\r\n\r\n") or client_gone(peer, DRIP):
                 client_left.append(True)
                 return False
         return False
 
     with misbehaving(endless_continue, tls=tls) as server:
-        settings = settings_for(server.url, verify=server.ca_file, request_timeout=1.5)
+        settings = settings_for(server.url, verify=server.ca_file, request_timeout=LIMIT)
         (outcome,) = exchange(path, settings).outcomes
     assert kind_of(outcome) == "timeout"
     assert client_left == [True]  # the client hung up while the 100s still came
@@ -362,16 +367,16 @@ def test_gzip_download_dripping_small_wire_chunks_ends_at_the_time_limit(tmp_pat
 
     def gzip_drip(peer: Peer, seen: Seen) -> bool:
         peer.send(b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nConnection: close\r\n\r\n")
-        for _ in range(100):  # 20 s of 5 MiB (decoded) a second, then a whole gzip stream
+        for _ in range(200):  # 20 s of 10 MiB (decoded) a second, then a whole gzip stream
             wire = piece()
             assert len(wire) < 4096  # less than 1/64 of the 256 KiB that earn a second
-            if not peer.send(wire) or peer.stopping(0.2):
+            if not peer.send(wire) or peer.stopping(DRIP):
                 return False
         peer.send(compressor.flush())
         return False
 
     with misbehaving(gzip_drip) as server:
-        sync = SyncTransport(settings_for(server.url, request_timeout=1.5), {})
+        sync = SyncTransport(settings_for(server.url, request_timeout=LIMIT), {})
         with (tmp_path / "out.jsonl").open("w+b") as sink:
             outcome = sync.send(DOWNLOAD, sink)
         sync.close()

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from airflow_portkey._core import connection_check
 from airflow_portkey._core.connection_check import (
     CHECK_CONNECT_TIMEOUT,
     CHECK_DEADLINE,
@@ -20,6 +21,20 @@ from airflow_portkey.testing import PortkeyEmulator
 from tests.silent_server import SilentServer
 
 from .support import CONN_ID, MakeHook
+
+
+@pytest.fixture
+def quick_check(monkeypatch: pytest.MonkeyPatch) -> tuple[float, float]:
+    """The check's limits cut to about a second, so the tests that wait them out are quick;
+    returns (connect + read, whole-check deadline). The shipped limits are checked apart."""
+    monkeypatch.setattr(connection_check, "CHECK_CONNECT_TIMEOUT", 0.5)
+    monkeypatch.setattr(connection_check, "CHECK_READ_TIMEOUT", 1.0)
+    monkeypatch.setattr(connection_check, "CHECK_DEADLINE", 3.0)
+    return 1.5, 3.0
+
+
+def test_the_shipped_limits_answer_the_button_within_10_seconds() -> None:
+    assert CHECK_CONNECT_TIMEOUT + CHECK_READ_TIMEOUT < CHECK_DEADLINE < 10
 
 
 @pytest.fixture
@@ -71,13 +86,12 @@ def test_a_refusing_host_names_the_base_url_field(make_hook: MakeHook) -> None:
 
 
 def test_a_silent_host_gets_one_short_attempt(
-    silent_server: SilentServer, make_hook: MakeHook
+    silent_server: SilentServer, make_hook: MakeHook, quick_check: tuple[float, float]
 ) -> None:
     hook = make_hook(host=silent_server.base_url, request_timeout=600, max_retries=5)
     ok, message = hook.test_connection()
     assert ok is False
-    budget = CHECK_CONNECT_TIMEOUT + CHECK_READ_TIMEOUT
-    assert budget < 10
+    budget, _ = quick_check
     assert message.startswith(
         f"Portkey connection {CONN_ID!r}: no answer from {silent_server.base_url} "
         f"within {budget:g} s"
@@ -143,8 +157,9 @@ def test_outside_airflows_api_the_hooks_own_id_is_named(make_hook: MakeHook) -> 
 
 
 class TricklingServer(SilentServer):
-    """Accepts, then sends an answer's status line one byte per second, never finishing: each
-    read gets a byte within the read timeout, so only a deadline on the whole check ends it."""
+    """Accepts, then sends an answer's status line a byte every 0.1 s, never finishing: each
+    read gets a byte well within the read timeout, so only a limit on the whole request (or
+    the check's own deadline) ends it."""
 
     def _serve(self) -> None:
         while True:
@@ -161,12 +176,14 @@ class TricklingServer(SilentServer):
             conn.recv(65536)
             for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 10_000:
                 conn.sendall(bytes([byte]))
-                time.sleep(1)
+                time.sleep(0.1)
         except OSError:
             return
 
 
-def test_a_trickling_host_is_cut_off_by_the_requests_time_limit(make_hook: MakeHook) -> None:
+def test_a_trickling_host_is_cut_off_by_the_requests_time_limit(
+    make_hook: MakeHook, quick_check: tuple[float, float]
+) -> None:
     """The whole-request limit (not only the check's own deadline) ends a trickling answer:
     the button says no answer came within the check's quick timeouts."""
     server = TricklingServer()
@@ -176,9 +193,24 @@ def test_a_trickling_host_is_cut_off_by_the_requests_time_limit(make_hook: MakeH
     finally:
         server.close()
     assert ok is False
-    seconds = CHECK_CONNECT_TIMEOUT + CHECK_READ_TIMEOUT
+    seconds, _ = quick_check
     assert message.startswith(
         f"Portkey connection {CONN_ID!r}: no answer from {url} within {seconds:g} s"
     )
-    assert CHECK_DEADLINE < 10
     assert len(server.accepted) == 1
+
+
+def test_the_button_answers_at_the_checks_deadline_whatever_the_request_still_waits_for(
+    silent_server: SilentServer, make_hook: MakeHook, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check's own deadline also bounds what no request limit covers (a name lookup that
+    hangs, say): here it is set shorter than the read timeout, so it is what ends the wait."""
+    monkeypatch.setattr(connection_check, "CHECK_CONNECT_TIMEOUT", 0.5)
+    monkeypatch.setattr(connection_check, "CHECK_READ_TIMEOUT", 5.0)
+    monkeypatch.setattr(connection_check, "CHECK_DEADLINE", 0.5)
+    ok, message = make_hook(host=silent_server.base_url).test_connection()
+    assert ok is False
+    assert message.startswith(
+        f"Portkey connection {CONN_ID!r}: no complete answer from {silent_server.base_url} "
+        "within 0.5 s"
+    )
