@@ -1,9 +1,11 @@
 """Start and stop the real open-source Portkey gateway (npm ``@portkey-ai/gateway``) on loopback.
 
 The gateway runs as ``node --import <preloads> .../start-server.js --port=N --headless`` in its
-own process group. Two preloads are always loaded (``gateway_preload/``): one binds it to
-127.0.0.1 (it binds every interface otherwise) and one refuses any connection off the machine
-(its ``/batches/{id}/output`` route dials api.openai.com whatever the custom host says).
+own process group. Three preloads are always loaded (``gateway_preload/``): one binds it to
+127.0.0.1 (it binds every interface otherwise), one refuses any connection off the machine
+(its ``/batches/{id}/output`` route dials api.openai.com whatever the custom host says), and
+one makes it exit when its standard input, a pipe this process holds, closes: a launcher that
+dies without calling :meth:`Gateway.stop` leaves no gateway behind.
 
 Node.js and a ``node_modules`` holding the pinned gateway (``make node-install``, i.e.
 ``npm ci`` in this repository) are required: :func:`check_installation` says what is missing
@@ -15,6 +17,7 @@ nothing here imports the client side.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -32,6 +35,7 @@ _GATEWAY_SCRIPT = Path("@portkey-ai") / "gateway" / "build" / "start-server.js"
 PRELOADS = (
     Path(__file__).resolve().parent / "gateway_preload" / "bind_loopback.mjs",
     Path(__file__).resolve().parent / "gateway_preload" / "block_offhost.mjs",
+    Path(__file__).resolve().parent / "gateway_preload" / "exit_on_stdin_eof.mjs",
 )
 # What package.json / package-lock.json pin; a plain `npm install` of the gateway today floats
 # @hono/node-server to a version that breaks every streamed response (gateway issue #1389).
@@ -168,7 +172,7 @@ class Gateway:
             self.proc = subprocess.Popen(
                 self.command(),
                 cwd=self._log_dir,  # it writes no files; if it ever did, they land here
-                stdin=subprocess.DEVNULL,
+                stdin=subprocess.PIPE,  # held until stop(): see exit_on_stdin_eof.mjs
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,
@@ -208,7 +212,11 @@ class Gateway:
         proc = self.proc
         if proc is None:
             return None
-        return stop_process_group(proc, timeout)
+        code = stop_process_group(proc, timeout)
+        if proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
+        return code
 
     def group_alive(self) -> bool:
         """Whether any process of the gateway's process group is still there."""

@@ -7,6 +7,9 @@ import os
 import signal
 import socket
 import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -37,6 +40,53 @@ def test_a_gateway_stops_with_its_whole_process_group(gateway: Gateway) -> None:
     assert not other.group_alive()
     with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.1", other.port)):
         pass
+
+
+def test_a_gateway_whose_launcher_is_killed_does_not_outlive_it(tmp_path: Path) -> None:
+    """The launcher holds the gateway for good (no stop()), then dies by SIGKILL, as a test run
+    killed by a timeout does: no finally, no atexit runs; the gateway must exit too."""
+    launcher = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import time\n"
+            "from airflow_portkey.testing.gateway import Gateway, check_installation\n"
+            "gateway = Gateway(check_installation()).start()\n"
+            "print(gateway.proc.pid, gateway.port, flush=True)\n"
+            "time.sleep(600)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
+    try:
+        assert launcher.stdout is not None
+        pid, port = map(int, launcher.stdout.readline().split())
+        assert listening_addresses(port) == {"127.0.0.1"}
+    finally:
+        launcher.kill()
+        launcher.wait()
+    deadline = time.monotonic() + 30
+    while group_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    gone = not group_alive(pid)
+    if not gone:
+        os.killpg(pid, signal.SIGKILL)
+    assert gone, f"gateway {pid} outlived its killed launcher"
+    assert listening_addresses(port) == set()
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether a process of the group is still running (zombies waiting to be reaped by
+    init count as gone)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            return True
+    return False
 
 
 # A tripwire below the guard: if the guard let anything through, the tripwire would see it and
