@@ -11,6 +11,7 @@ failure kinds.
 from __future__ import annotations
 
 import http.client
+import logging
 import ssl
 import time
 from collections.abc import Mapping
@@ -33,7 +34,7 @@ from airflow_portkey._transport.common import (
     request_headers,
     too_large,
 )
-from airflow_portkey._transport.watchdog import Guard, guarding, watch
+from airflow_portkey._transport.watchdog import Guard, cut_short, guarding, watch
 
 # A download (batch output, possibly gigabytes) gets one more second for every this many bytes
 # received beyond the request's time limit: a slow but steady transfer finishes, a drip does not.
@@ -89,6 +90,18 @@ class _GuardedHTTPSPool(urllib3.connectionpool.HTTPSConnectionPool):
 
 
 _GUARDED_POOLS = {"http": _GuardedHTTPPool, "https": _GuardedHTTPSPool}
+
+
+class _SilentOnceCut(logging.Filter):
+    """urllib3 logs "Failed to parse headers", with a traceback, when the watchdog shut a
+    request's socket down in the middle of the headers; the request is reported as a timeout,
+    so in a task's log that warning is only a confusing second story."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not cut_short()
+
+
+logging.getLogger(urllib3.connection.__name__).addFilter(_SilentOnceCut())
 
 
 class _GuardedAdapter(requests.adapters.HTTPAdapter):
