@@ -39,15 +39,17 @@ CONN_ID = "portkey_default"
 
 
 def use_bytecode_cache() -> None:
-    """Let every process this one starts keep compiled bytecode, in bench/.pycache.
+    """Let every process this one starts keep compiled bytecode.
 
-    Installed packages normally come with their bytecode (pip compiles it); an environment
-    that has none and sets PYTHONDONTWRITEBYTECODE compiles all of Airflow from source in
-    every new process, which is not what a DAG file or a triggerer pays. The cache lives
-    under bench/ (PYTHONPYCACHEPREFIX), so nothing is written next to the sources.
+    Installed packages normally come with their bytecode (pip compiles it), or Python writes
+    it beside the sources at the first import, where every later process (the tests' too)
+    finds it. An environment that sets PYTHONDONTWRITEBYTECODE would have every new process
+    compile all of Airflow from source, which is not what a DAG file or a triggerer pays:
+    there the cache lives under bench/ (PYTHONPYCACHEPREFIX), so nothing is written next to
+    the sources.
     """
-    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
-    os.environ["PYTHONPYCACHEPREFIX"] = str(PYCACHE)
+    if os.environ.pop("PYTHONDONTWRITEBYTECODE", None) is not None:
+        os.environ.setdefault("PYTHONPYCACHEPREFIX", str(PYCACHE))
 
 
 # -- arguments and results -------------------------------------------------------------------

@@ -121,8 +121,9 @@ def write_doc(
             [
                 "- Everything talks to the Portkey emulator (`python -m airflow_portkey.testing"
                 " --no-record`) in a process of its own, over loopback, with the Airflow "
-                "connection in `AIRFLOW_CONN_PORTKEY_DEFAULT`. Compiled bytecode is kept in "
-                "bench/.pycache (`PYTHONPYCACHEPREFIX`), as an installed package has it.",
+                "connection in `AIRFLOW_CONN_PORTKEY_DEFAULT`. Compiled bytecode is kept, as "
+                "an installed package has it (in bench/.pycache where `PYTHONDONTWRITEBYTECODE` "
+                "is set).",
                 "- 1: CPU is the waiting process's own CPU time over the measured window, "
                 "divided by the polls the emulator counted in it. The floor is raw aiohttp: "
                 "every wait polls through one shared `ClientSession` (`trust_env=False`, one "
