@@ -8,6 +8,7 @@ the whole session, ``run_dag``, ``finish_after_polls``) are defined here once, f
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import threading
@@ -27,15 +28,26 @@ TESTS = Path(__file__).parent
 EXAMPLE_DAGS = TESTS.parent / "dags"
 SCENARIO_DAGS = TESTS / "airflow" / "dags"
 
-# dag.test() serialises a DAG into the "dags-folder" bundle, and Airflow reads that folder once,
-# when it is first imported: every DAG a test runs (examples and scenarios) is linked into it
-# here, before any test module imports Airflow.
+# dag.test() serialises a DAG into its DAG bundle, and Airflow reads the bundles' folders once,
+# when it is first imported: every DAG a test runs (examples and scenarios) is linked into one
+# here, before any test module imports Airflow. Each DAG file is a bundle of its own, because
+# every dag.test() parses and writes again every DAG of the bundle that holds its DAG.
 DAGS_FOLDER = Path(_AIRFLOW_HOME) / "dags"
-DAGS_FOLDER.mkdir()
+_bundles = []
 for _source in (EXAMPLE_DAGS, SCENARIO_DAGS):
-    for _dag_file in _source.glob("*.py"):
-        (DAGS_FOLDER / f"{_source.name}_{_dag_file.name}").symlink_to(_dag_file)
+    for _dag_file in sorted(_source.glob("*.py")):
+        _name = f"{_source.name}_{_dag_file.stem}"
+        (DAGS_FOLDER / _name).mkdir(parents=True)
+        (DAGS_FOLDER / _name / _dag_file.name).symlink_to(_dag_file)
+        _bundles.append(
+            {
+                "name": _name,
+                "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
+                "kwargs": {"path": str(DAGS_FOLDER / _name)},
+            }
+        )
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(DAGS_FOLDER)
+os.environ["AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST"] = json.dumps(_bundles)
 # The example DAGs read their poll interval when they are parsed (once, for the session).
 os.environ["PORTKEY_EXAMPLE_POLL_SECONDS"] = "0.2"
 
