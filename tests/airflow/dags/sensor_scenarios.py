@@ -23,6 +23,13 @@ TIMEOUT_VARIANTS = {
     "soft_fail_cancel": {"soft_fail": True, "cancel_on_timeout": True},
 }
 
+# Seconds between pokes. dag.test() re-runs a rescheduled sensor at once if its reschedule date
+# has passed when it next looks (tens of milliseconds after the poke), else it sleeps a whole
+# second: a reschedule interval that short keeps each reschedule from costing a second.
+POKE_INTERVAL = {"poke": 0.1, "reschedule": 0.001, "deferrable": 0.1}
+# A wait that never finishes times out after this many seconds (a poll takes milliseconds).
+TIMEOUT = 0.5
+
 for mode_name, mode in MODES.items():
     for variant_name, variant in {"wait": {}, **TIMEOUT_VARIANTS}.items():
         dag_id = f"sensor_{mode_name}_{variant_name}"
@@ -36,8 +43,8 @@ for mode_name, mode in MODES.items():
             wait = PortkeyBatchSensor(
                 task_id="wait",
                 batch_id="{{ params.batch_id }}",
-                poke_interval=0.2 if mode_name != "reschedule" else 1,
-                timeout=30 if variant_name == "wait" else 1,
+                poke_interval=POKE_INTERVAL[mode_name],
+                timeout=30 if variant_name == "wait" else TIMEOUT,
                 **mode,
                 **variant,
             )
