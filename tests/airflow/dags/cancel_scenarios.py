@@ -73,7 +73,7 @@ for name, options in {
         "wait_for_termination": True,
         "deferrable": False,
         "poll_interval": 0.1,
-        "wait_timeout": 1,
+        "wait_timeout": 0.5,
     },
 }.items():
     with DAG(
