@@ -7,10 +7,15 @@ are reported and left alone; ``cancelling`` batches are waited for until they ar
 
 from __future__ import annotations
 
+import os
+
 import pendulum
 from airflow.sdk import DAG, Param
 
 from airflow_portkey.operators.batch import PortkeyCancelBatchOperator
+
+# Seconds between polls; the tests and the demo shorten it, since their batches stop at once.
+POLL_SECONDS = float(os.environ.get("PORTKEY_EXAMPLE_POLL_SECONDS", "1"))
 
 with DAG(
     "portkey_cancel_batches",
@@ -26,6 +31,6 @@ with DAG(
         batch_id="{{ params.batch_ids }}",
         wait_for_termination=True,
         deferrable=True,
-        poll_interval=1,
+        poll_interval=POLL_SECONDS,
         wait_timeout=1800,
     )
