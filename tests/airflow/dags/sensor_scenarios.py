@@ -28,7 +28,7 @@ TIMEOUT_VARIANTS = {
 # second: a reschedule interval that short keeps each reschedule from costing a second.
 POKE_INTERVAL = {"poke": 0.1, "reschedule": 0.001, "deferrable": 0.1}
 # A wait that never finishes times out after this many seconds (a poll takes milliseconds).
-TIMEOUT = 0.5
+TIMEOUT = 0.3
 
 for mode_name, mode in MODES.items():
     for variant_name, variant in {"wait": {}, **TIMEOUT_VARIANTS}.items():
