@@ -119,14 +119,34 @@ def api_error(
     )
 
 
-def parse_json(response: ApiResponse, request: ApiRequest) -> Any:
+def parse_json(response: ApiResponse, request: ApiRequest) -> tuple[Any, str]:
+    """The JSON of an answer, and its text (for :func:`redact_json`)."""
+    body = response.body
     try:
-        return json.loads(response.body)
+        # What json.loads does with bytes, done here to keep the text.
+        text = body.decode(json.detect_encoding(body), "surrogatepass")
+        return json.loads(text), text
     except ValueError:
         raise PortkeyResponseError(
             f"Portkey answered {response.status_code} on {request.describe()} with a body that "
-            f"is not JSON ({len(response.body)} bytes)"
+            f"is not JSON ({len(body)} bytes)"
         ) from None
+
+
+def redact_json(value: Any, text: str, secrets: tuple[str, ...]) -> Any:
+    """``value``, parsed from ``text``, with any secret it echoes redacted from its strings at
+    any depth: a batch, a page of them or a file object goes to XComs, trigger events and
+    error messages as it is."""
+    if secrets and _may_hold_secret(text, secrets):
+        return _redact_leaves(value, secrets, _any_secret(secrets))
+    return value
+
+
+def _may_hold_secret(text: str, secrets: tuple[str, ...]) -> bool:
+    """False when no string parsed from ``text`` can hold a secret: without an escape ('\\'),
+    every JSON string is a piece of the text as it stands, and no secret is in the text.
+    Nearly every answer: one scan of its text instead of a walk of everything parsed."""
+    return "\\" in text or any(secret in text for secret in secrets if secret)
 
 
 def is_batch_object(body: object) -> bool:
@@ -135,7 +155,7 @@ def is_batch_object(body: object) -> bool:
         isinstance(body, dict)
         and isinstance(body.get("id"), str)
         and "status" in body
-        and any(key in body for key in ("created_at", "input_file_id", "endpoint"))
+        and ("created_at" in body or "input_file_id" in body or "endpoint" in body)
     )
 
 
@@ -166,10 +186,8 @@ def _redact_leaves(value: Any, secrets: tuple[str, ...], found: re.Pattern[str])
     return value
 
 
-def read_batch(body: object, request: ApiRequest, secrets: tuple[str, ...]) -> Batch:
-    """The batch in an answer, any secret it echoes (in its errors, anywhere in it) redacted:
-    a Batch goes to XComs, trigger events and error messages as it is."""
+def read_batch(body: object, request: ApiRequest) -> Batch:
+    """The batch in an answer, its secrets redacted (:func:`redact_json`)."""
     if not isinstance(body, dict) or not isinstance(body.get("id"), str):
         raise PortkeyResponseError(f"Portkey's answer to {request.describe()} is not a batch")
-    raw: dict[str, Any] = _redact_leaves(body, secrets, _any_secret(secrets)) if secrets else body
-    return Batch.from_raw(raw, copy=False)  # parsed from the answer: no one else holds it
+    return Batch.from_raw(body, copy=False)  # parsed from the answer: no one else holds it

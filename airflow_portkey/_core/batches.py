@@ -97,6 +97,13 @@ def normalize_status(raw: object) -> BatchStatus:
     return _ALIASES.get(_fold(raw), BatchStatus.UNKNOWN)
 
 
+@functools.lru_cache(maxsize=256)  # a handful of words, read on every poll
+def _status_of(raw: str) -> tuple[BatchStatus, bool]:
+    """:func:`normalize_status` and :func:`is_partial` of one word, at once."""
+    word = _fold(raw)
+    return _ALIASES.get(word, BatchStatus.UNKNOWN), word in _PARTIAL_WORDS
+
+
 def is_partial(raw: object) -> bool:
     """True for words that mean "completed, but only in part" (Bedrock's partially_completed)."""
     return isinstance(raw, str) and _fold(raw) in _PARTIAL_WORDS
@@ -174,10 +181,6 @@ def _as_int(value: object) -> int:
     return 0
 
 
-def _as_text(value: object) -> str | None:
-    return value if type(value) is str and value else None
-
-
 @dataclass(frozen=True, slots=True)
 class RequestCounts:
     total: int = 0
@@ -188,11 +191,8 @@ class RequestCounts:
     def from_raw(cls, raw: object) -> RequestCounts:
         if type(raw) is not dict and not isinstance(raw, Mapping):
             return cls()
-        return cls(
-            total=_as_int(raw.get("total")),
-            completed=_as_int(raw.get("completed")),
-            failed=_as_int(raw.get("failed")),
-        )
+        get = raw.get
+        return cls(_as_int(get("total")), _as_int(get("completed")), _as_int(get("failed")))
 
     @property
     def done(self) -> int:
@@ -256,24 +256,35 @@ class Batch:
         """
         get = raw.get
         raw_status = get("status")
+        if type(raw_status) is str:
+            status, partial = _status_of(raw_status)
+        else:
+            status, partial = normalize_status(raw_status), is_partial(raw_status)
         timestamps = {}
         for name in TIMESTAMP_FIELDS:
             value = get(name)
-            if value is not None and (seconds := normalize_timestamp(value)) is not None:
+            if value is None:
+                continue
+            if type(value) is int and 0 <= value <= _MILLISECONDS_THRESHOLD:
+                timestamps[name] = float(value)  # seconds, as nearly every provider reports
+            elif (seconds := normalize_timestamp(value)) is not None:
                 timestamps[name] = seconds
         errors = get("errors")
         counts = get("request_counts")
+        # A file id is a non-empty string, else not reported.
+        output_file_id = get("output_file_id")
+        error_file_id = get("error_file_id")
         return cls(
-            id=str(raw["id"]),
-            status=normalize_status(raw_status),
-            raw_status=raw_status if isinstance(raw_status, str) else None,
-            request_counts=RequestCounts.from_raw(counts) if counts else _NO_COUNTS,
-            partial=is_partial(raw_status),
-            output_file_id=_as_text(get("output_file_id")),
-            error_file_id=_as_text(get("error_file_id")),
-            errors=_error_messages(errors) if errors else (),
-            timestamps=timestamps,
-            raw=raw if not copy and type(raw) is dict else dict(raw),
+            str(raw["id"]),
+            status,
+            raw_status if isinstance(raw_status, str) else None,
+            RequestCounts.from_raw(counts) if counts else _NO_COUNTS,
+            partial,
+            output_file_id if type(output_file_id) is str and output_file_id else None,
+            error_file_id if type(error_file_id) is str and error_file_id else None,
+            _error_messages(errors) if errors else (),
+            timestamps,
+            raw if not copy and type(raw) is dict else dict(raw),
         )
 
     @property

@@ -48,6 +48,10 @@ class RateBudget:
         """Whether a 429's Retry-After still holds the connection at ``now``."""
         return now < self.held_until
 
+    def idle(self, now: float) -> bool:
+        """Nothing to wait for and nothing to book at ``now``: no cap, and no 429 holding."""
+        return self.max_per_second is None and now >= self.held_until
+
     def delay(self, now: float) -> float:
         """Seconds until a request could leave, booking nothing."""
         return max(now, self.held_until, self._next_slot) - now

@@ -11,7 +11,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from airflow_portkey._core.answers import api_error, is_batch_object, parse_json, read_batch, redact
+from airflow_portkey._core.answers import (
+    api_error,
+    is_batch_object,
+    parse_json,
+    read_batch,
+    redact,
+    redact_json,
+)
 from airflow_portkey._core.batches import Batch, BatchStatus
 from airflow_portkey._core.endpoints import (
     cancel_batch_request,
@@ -60,7 +67,8 @@ def _outcome_text(outcome: Outcome) -> str:
 
 
 def send(ctx: CallContext, request: ApiRequest, about: str | None = None) -> Plan[Any]:
-    """Send ``request`` until it gives a usable answer; return its JSON (None when streamed).
+    """Send ``request`` until it gives a usable answer; return its JSON, any secret it echoes
+    redacted (None when streamed).
 
     ``about``: the batch id asked for. An answer that is another batch is a protocol error,
     retried on a fresh connection.
@@ -110,7 +118,7 @@ def _read(ctx: CallContext, request: ApiRequest, outcome: Outcome, about: str | 
         raise api_error(outcome, request, conn_id=ctx.conn_id, secrets=ctx.secrets)
     if request.stream:
         return None
-    body = parse_json(outcome, request)
+    body, text = parse_json(outcome, request)
     # A batch in the answer must be the one asked for (some cancels answer {"id": ...} alone).
     answered = body["id"] if about is not None and is_batch_object(body) else None
     if answered is not None and about is not None and not same_id(answered, about):
@@ -121,7 +129,7 @@ def _read(ctx: CallContext, request: ApiRequest, outcome: Outcome, about: str | 
                 ctx.secrets,
             )
         )
-    return body
+    return redact_json(body, text, ctx.secrets)
 
 
 def get_batch(
@@ -131,7 +139,7 @@ def get_batch(
     the rate budget may hold it back until ``deadline`` (Unix time), not beyond."""
     request = get_batch_request(batch_id, share_for=share_for, deadline=deadline)
     body = yield from send(ctx, request, about=batch_id)
-    return read_batch(body, request, ctx.secrets)
+    return read_batch(body, request)
 
 
 def cancel_batch(ctx: CallContext, batch_id: str) -> Plan[Batch]:
@@ -146,7 +154,7 @@ def cancel_batch(ctx: CallContext, batch_id: str) -> Plan[Batch]:
             return batch
         raise conflict
     if is_batch_object(body):
-        return read_batch(body, request, ctx.secrets)
+        return read_batch(body, request)
     # Bedrock and Cohere answer {"status": "success"}, Vertex {}: read the real status.
     return (yield from get_batch(ctx, batch_id))
 
@@ -163,7 +171,7 @@ def list_page(ctx: CallContext, limit: int, after: str | None) -> Plan[Page]:
     items = body.get("data") if isinstance(body, dict) else None
     if not isinstance(items, list):
         raise PortkeyResponseError(f"Portkey's answer to {request.describe()} is not a list")
-    batches = tuple(read_batch(item, request, ctx.secrets) for item in items)
+    batches = tuple(read_batch(item, request) for item in items)
     more = bool(body.get("has_more")) and batches
     last_id = body.get("last_id") or (batches[-1].id if batches else None)
     return Page(batches, str(last_id) if more and last_id else None)

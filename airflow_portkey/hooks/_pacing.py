@@ -57,6 +57,16 @@ class LoopPace:
     reads: SharedReads = field(default_factory=SharedReads)
     pending: dict[str, _Read] = field(default_factory=dict)
 
+    def goes_at_once(self, request: ApiRequest) -> bool:
+        """Whether ``request`` leaves at once, untouched by the budget and shared with no
+        other wait (most requests): the driver then sends it itself and only tells
+        :meth:`observe` the outcome, without :meth:`send`'s machinery."""
+        return share_key(request) is None and self.budget.idle(asyncio.get_running_loop().time())
+
+    def observe(self, outcome: Outcome, hold_cap: float = MAX_HOLD_S) -> None:
+        """Learn from the outcome of a request sent at once (a 429 holds the connection)."""
+        self.budget.observe(outcome, asyncio.get_running_loop().time(), hold_cap)
+
     async def send(
         self,
         request: ApiRequest,
@@ -139,10 +149,8 @@ class LoopPace:
     ) -> Reply:
         loop = asyncio.get_running_loop()
         budget = self.budget
-        if budget.max_per_second is None and not budget.holding(loop.time()):
-            steps = None  # nothing to wait for, nothing to book: the common case, kept cheap
-        else:
-            steps = paced(budget, request, loop.time, time.time)
+        # Nothing to wait for and nothing to book (the common case): no steps at all.
+        steps = None if budget.idle(loop.time()) else paced(budget, request, loop.time, time.time)
         while steps is not None:
             try:
                 pause = next(steps)

@@ -117,6 +117,7 @@ class PortkeyHook(BaseHook):
         self._trace_metadata: dict[str, str] = {}
         self._sync: SyncTransport | None = None
         self._async: AsyncTransport | None = None
+        self._pace: tuple[asyncio.AbstractEventLoop, _pacing.LoopPace] | None = None
 
     # -- settings ---------------------------------------------------------------------------
 
@@ -211,20 +212,18 @@ class PortkeyHook(BaseHook):
             self._sync = SyncTransport(self.settings, self._headers)
         return self._sync
 
-    def _advance(self, plan: Plan[T], reply: Reply | None) -> tuple[bool, Any]:
-        """Feed ``reply`` to the plan and log its notes; return (done, result or next action)."""
-        while True:
-            try:
-                action = plan.send(reply)
-            except StopIteration as done:
-                return True, done.value
-            if isinstance(action, Note):
-                self.log.log(action.level, "%s", action.message)
-                reply = None
-                continue
-            if isinstance(action, Wait) and action.reason:
-                self.log.warning("%s", action.reason)
-            return False, action
+    def _next(self, plan: Plan[T], reply: Reply | None) -> ApiRequest | Wait:
+        """Feed ``reply`` to the plan and log its notes; return its next request or wait.
+
+        Raises StopIteration, with the plan's result as its value, when the plan is done.
+        """
+        action = plan.send(reply)
+        while isinstance(action, Note):
+            self.log.log(action.level, "%s", action.message)
+            action = plan.send(None)
+        if isinstance(action, Wait) and action.reason:
+            self.log.warning("%s", action.reason)
+        return action
 
     def run(
         self,
@@ -244,9 +243,10 @@ class PortkeyHook(BaseHook):
         hold_cap = self.call_context.policy.retry_after_cap
         reply: Reply | None = None
         while True:
-            done, action = self._advance(plan, reply)
-            if done:
-                return action  # type: ignore[no-any-return]
+            try:
+                action = self._next(plan, reply)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
             if isinstance(action, Wait):
                 time.sleep(action.seconds)
                 reply = None
@@ -266,29 +266,47 @@ class PortkeyHook(BaseHook):
         wait's answer sleeps that answer's age less before its next poll, so waits on one batch
         fall into step and share every read after the first.
         """
-        client = await self._atransport()
-        pace = _pacing.loop_pace(await self.aget_settings()) if _pacing.enabled else None
-        hold_cap = (await self.acall_context()).policy.retry_after_cap
+        client = self._async or await self._atransport()
+        pace = self._loop_pace() if _pacing.enabled else None
+        assert self._call is not None, "the transport loads the settings first"
+        hold_cap = self._call.policy.retry_after_cap
         seen: dict[str, float] = {}
         reply: Reply | None = None
         send: Callable[[], Awaitable[Outcome]] | None = None
+        action: ApiRequest | Wait | None
         age = 0.0
         while True:
-            done, action = self._advance(plan, reply)
-            if done:
-                return action  # type: ignore[no-any-return]
+            try:
+                action = self._next(plan, reply)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
             # Nothing of the last answer is kept across a sleep: thousands of waits each
             # holding theirs would only give the garbage collector more to walk.
             reply = None
             if isinstance(action, Wait):
                 delay, age, action = action.seconds - age, 0.0, None
                 await asyncio.sleep(max(0.0, delay))
-            elif pace is None:
+            elif pace is None or pace.goes_at_once(action):
                 reply = await client.send(_async_request(action))
+                if pace is not None:
+                    pace.observe(reply, hold_cap)
             else:
                 send = functools.partial(client.send, _async_request(action))
                 reply, age = await pace.send(action, send, seen, hold_cap)
                 send = None
+
+    def _loop_pace(self) -> _pacing.LoopPace:
+        """The running loop's budget and shared reads for this hook's connection."""
+        loop = asyncio.get_running_loop()
+        cached = self._pace
+        if cached is None or cached[0] is not loop:
+            assert self._settings is not None, "the transport loads the settings first"
+            cached = self._pace = (loop, _pacing.loop_pace(self._settings))
+        pace = cached[1]
+        rate = self._settings.max_requests_per_second  # type: ignore[union-attr]
+        if pace.budget.max_per_second != rate:
+            pace.budget.set_rate(rate)  # another hook on this connection asked for another
+        return pace
 
     async def _atransport(self) -> AsyncTransport:
         if self._async is None:
@@ -394,7 +412,7 @@ class PortkeyHook(BaseHook):
         )
         context = self.call_context
         body = self.run(plans.send(context, request))
-        return answers.read_batch(body, request, context.secrets)
+        return answers.read_batch(body, request)  # plans.send redacted it
 
     def download_batch_output(self, batch_id: str, destination: str | os.PathLike[str]) -> int:
         """Stream a finished batch's output JSONL to ``destination``; return its size in bytes.
@@ -500,7 +518,8 @@ class PortkeyHook(BaseHook):
         return self._call
 
     async def aget_batch(self, batch_id: str) -> Batch:
-        return await self.arun(plans.get_batch(await self.acall_context(), batch_id))
+        ctx = self._call or await self.acall_context()
+        return await self.arun(plans.get_batch(ctx, batch_id))
 
     async def acancel_batch(self, batch_id: str) -> Batch:
         """As :meth:`cancel_batch`, on the event loop."""

@@ -99,6 +99,33 @@ def test_a_batch_echoing_a_secret_reaches_xcom_and_events_redacted() -> None:
     assert running.raw["created_at"] == 1_700_000_000 and running.status.value == "in_progress"
 
 
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-16"])
+@pytest.mark.parametrize("spelling", ["plain", "escaped"])
+def test_a_batch_echoing_a_secret_in_any_json_spelling_is_redacted(
+    spelling: str, encoding: str
+) -> None:
+    # JSON escapes (\u002d for '-') spell a secret that the answer's text does not hold as
+    # it stands; a UTF-16 answer holds none of its bytes as UTF-8 would.
+    shown = SECRET if spelling == "plain" else "".join(f"\\u{ord(c):04x}" for c in SECRET)
+    text = (
+        '{"id": "batch_1", "object": "batch", "status": "failed", "created_at": 1700000000, '
+        f'"errors": {{"data": [{{"message": "bad key {shown}"}}]}}}}'
+    )
+    ctx = context(secrets=(SECRET,))
+    run = drive(plans.get_batch(ctx, "batch_1"), [answer(200, text.encode(encoding))])
+    assert run.result.errors == ("bad key ***",)
+    assert SECRET not in json.dumps(run.result.to_xcom())
+
+
+def test_a_list_page_echoing_a_secret_is_redacted() -> None:
+    page = {
+        "data": [{"id": "b1", "status": "failed", "errors": [f"bad key {SECRET}"]}],
+        "has_more": False,
+    }
+    run = drive(plans.list_page(context(secrets=(SECRET,)), 10, None), [answer(200, page)])
+    assert run.result.batches[0].errors == ("bad key ***",)
+
+
 def test_a_lasting_error_echoing_a_secret_is_redacted_after_retries() -> None:
     ctx = context(policy=RetryPolicy(max_retries=1), secrets=(SECRET,))
     echo = answer(503, {"error": {"message": f"upstream refused {SECRET}"}})
