@@ -7,9 +7,10 @@ word means, so there is one table of statuses in the whole package.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -174,13 +175,6 @@ def normalize_timestamp(value: object) -> float | None:
 _MAX_COUNT = 10**12
 
 
-def _as_int(value: object) -> int:
-    """A request count; 0 (not reported) for anything that is not a plausible count."""
-    if type(value) is int and 0 <= value <= _MAX_COUNT:
-        return value
-    return 0
-
-
 @dataclass(frozen=True, slots=True)
 class RequestCounts:
     total: int = 0
@@ -192,7 +186,18 @@ class RequestCounts:
         if type(raw) is not dict and not isinstance(raw, Mapping):
             return cls()
         get = raw.get
-        return cls(_as_int(get("total")), _as_int(get("completed")), _as_int(get("failed")))
+        total, completed, failed = get("total"), get("completed"), get("failed")
+        # A count is a plausible int, else 0 (not reported).
+        total = total if type(total) is int and 0 <= total <= _MAX_COUNT else 0
+        completed = completed if type(completed) is int and 0 <= completed <= _MAX_COUNT else 0
+        failed = failed if type(failed) is int and 0 <= failed <= _MAX_COUNT else 0
+        if cls is not RequestCounts:  # a subclass, through its own __init__
+            return cls(total, completed, failed)
+        counts = _new(RequestCounts)  # see _slot_setters
+        _set_total(counts, total)
+        _set_completed(counts, completed)
+        _set_failed(counts, failed)
+        return counts
 
     @property
     def done(self) -> int:
@@ -213,6 +218,24 @@ class RequestCounts:
 
 
 _NO_COUNTS = RequestCounts()
+
+
+def _slot_setters(cls: type, *names: str) -> tuple[Callable[[object, object], None], ...]:
+    """The setters of a frozen dataclass's slots, one per field in order (all of them).
+
+    ``from_raw`` runs on every poll of every wait and fills its new object through them: a
+    frozen dataclass's own ``__init__`` calls ``object.__setattr__`` per field, twice the cost.
+    """
+    fields = tuple(f.name for f in dataclasses.fields(cls))
+    if fields != names:
+        raise AssertionError(f"{cls.__name__} has the fields {fields}, not {names}")
+    return tuple(getattr(cls, name).__set__ for name in names)
+
+
+_new = object.__new__
+_set_total, _set_completed, _set_failed = _slot_setters(
+    RequestCounts, "total", "completed", "failed"
+)
 
 
 def _error_messages(raw: object) -> tuple[str, ...]:
@@ -274,18 +297,38 @@ class Batch:
         # A file id is a non-empty string, else not reported.
         output_file_id = get("output_file_id")
         error_file_id = get("error_file_id")
-        return cls(
-            str(raw["id"]),
-            status,
-            raw_status if isinstance(raw_status, str) else None,
-            RequestCounts.from_raw(counts) if counts else _NO_COUNTS,
-            partial,
-            output_file_id if type(output_file_id) is str and output_file_id else None,
-            error_file_id if type(error_file_id) is str and error_file_id else None,
-            _error_messages(errors) if errors else (),
-            timestamps,
-            raw if not copy and type(raw) is dict else dict(raw),
-        )
+        batch_id = str(raw["id"])
+        raw_word = raw_status if isinstance(raw_status, str) else None
+        request_counts = RequestCounts.from_raw(counts) if counts else _NO_COUNTS
+        output_file_id = output_file_id if type(output_file_id) is str and output_file_id else None
+        error_file_id = error_file_id if type(error_file_id) is str and error_file_id else None
+        messages = _error_messages(errors) if errors else ()
+        kept = raw if not copy and type(raw) is dict else dict(raw)
+        if cls is not Batch:  # a subclass, through its own __init__
+            return cls(
+                batch_id,
+                status,
+                raw_word,
+                request_counts,
+                partial,
+                output_file_id,
+                error_file_id,
+                messages,
+                timestamps,
+                kept,
+            )
+        batch = _new(Batch)  # see _slot_setters
+        _set_id(batch, batch_id)
+        _set_status(batch, status)
+        _set_raw_status(batch, raw_word)
+        _set_request_counts(batch, request_counts)
+        _set_partial(batch, partial)
+        _set_output_file_id(batch, output_file_id)
+        _set_error_file_id(batch, error_file_id)
+        _set_errors(batch, messages)
+        _set_timestamps(batch, timestamps)
+        _set_raw(batch, kept)
+        return batch
 
     @property
     def is_terminal(self) -> bool:
@@ -341,3 +384,29 @@ class Batch:
         if self.is_terminal and self.status is not BatchStatus.CANCELLED:
             return f"Batch {self.id} was already {self.status_word()}; left alone"
         return f"Cancel requested: {self.describe()}"
+
+
+(
+    _set_id,
+    _set_status,
+    _set_raw_status,
+    _set_request_counts,
+    _set_partial,
+    _set_output_file_id,
+    _set_error_file_id,
+    _set_errors,
+    _set_timestamps,
+    _set_raw,
+) = _slot_setters(
+    Batch,
+    "id",
+    "status",
+    "raw_status",
+    "request_counts",
+    "partial",
+    "output_file_id",
+    "error_file_id",
+    "errors",
+    "timestamps",
+    "raw",
+)

@@ -4,7 +4,6 @@ style of h11). Transports only drive them, so each rule here exists once.
 
 from __future__ import annotations
 
-import dataclasses
 import random
 import time
 from collections.abc import Callable
@@ -87,7 +86,7 @@ def send(ctx: CallContext, request: ApiRequest, about: str | None = None) -> Pla
             return _read(ctx, request, outcome, about)
         except (PortkeyTransportError, PortkeyAPIError) as error:
             if isinstance(error, PortkeyProtocolError):
-                request = dataclasses.replace(request, fresh_connection=True)
+                request = request._replace(fresh_connection=True)
             delay = retry_delay(
                 ctx.policy,
                 attempt,
@@ -120,15 +119,16 @@ def _read(ctx: CallContext, request: ApiRequest, outcome: Outcome, about: str | 
         return None
     body, text = parse_json(outcome, request)
     # A batch in the answer must be the one asked for (some cancels answer {"id": ...} alone).
-    answered = body["id"] if about is not None and is_batch_object(body) else None
-    if answered is not None and about is not None and not same_id(answered, about):
-        raise PortkeyProtocolError(
-            redact(
-                f"Portkey's answer to {request.describe()} is about {answered!r}, "
-                f"not {about!r} (a connection out of step)",
-                ctx.secrets,
+    if about is not None and is_batch_object(body):
+        answered = body["id"]
+        if answered != about and not same_id(answered, about):
+            raise PortkeyProtocolError(
+                redact(
+                    f"Portkey's answer to {request.describe()} is about {answered!r}, "
+                    f"not {about!r} (a connection out of step)",
+                    ctx.secrets,
+                )
             )
-        )
     return redact_json(body, text, ctx.secrets)
 
 

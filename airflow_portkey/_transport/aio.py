@@ -16,6 +16,8 @@ exceptions to the core's failure kinds.
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import ssl
 import weakref
 from collections.abc import AsyncGenerator, Mapping
@@ -158,6 +160,42 @@ async def _release(key: _Key, session: aiohttp.ClientSession) -> None:
         await session.close()
 
 
+class Slots:
+    """At most ``size`` requests in flight, the slots handed out in the order they were asked
+    for. asyncio.Semaphore would do, but its ``acquire`` is a coroutine (and a scan of its
+    waiters) on every request, free slot or not: here a free slot is taken inline."""
+
+    __slots__ = ("free", "waiters")
+
+    def __init__(self, size: int) -> None:
+        self.free = size
+        self.waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    async def wait(self) -> None:
+        """Take a slot when one is handed over (none free, or others asked first)."""
+        waiter = asyncio.get_running_loop().create_future()
+        self.waiters.append(waiter)
+        try:
+            await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self.release()  # handed a slot as it was cancelled: pass it on
+            else:
+                with contextlib.suppress(ValueError):
+                    self.waiters.remove(waiter)
+            raise
+
+    def release(self) -> None:
+        """Hand the slot to the first waiter still waiting, or free it."""
+        waiters = self.waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self.free += 1
+
+
 # Equal keys, one object: thousands of triggers on one connection hold one key between them.
 _keys: dict[_Key, _Key] = {}
 
@@ -195,7 +233,7 @@ class AsyncTransport:
         self._headers = own or None
         self._max_answer_bytes = max_answer_bytes
         self._max_connections = max_connections
-        self._slots = asyncio.Semaphore(max_connections)
+        self._slots = Slots(max_connections)
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -203,31 +241,20 @@ class AsyncTransport:
         session = self._session
         if session is None or session.closed or self._loop is not asyncio.get_running_loop():
             session = await self._shared()
-        # acquire/release, not `async with`: two coroutines fewer on every request.
+        limit = self._max_answer_bytes
+        # The exchange is written out here, not in a coroutine of its own: one fewer on every
+        # request.
         slots = self._slots
-        await slots.acquire()
+        if slots.free and not slots.waiters:
+            slots.free -= 1  # a free slot, and no one asked before: no coroutine at all
+        else:
+            await slots.wait()
+        fresh = None
         try:
             if request.fresh_connection:
                 # A kept-alive connection answered another request: this one goes on a
                 # connection of its own, closed after it.
-                async with _new_session(self._key, force_close=True) as fresh:
-                    return await self._exchange(fresh, request)
-            return await self._exchange(session, request)
-        finally:
-            slots.release()
-
-    async def _shared(self) -> aiohttp.ClientSession:
-        if self._session is not None and self._loop is not None and not self._loop.is_closed():
-            await self.aclose()  # a lease on another loop's session: give it back first
-        self._session = await _acquire(self._key)
-        self._loop = asyncio.get_running_loop()
-        self._slots = asyncio.Semaphore(self._max_connections)  # bound to this loop
-        return self._session
-
-    async def _exchange(self, session: aiohttp.ClientSession, request: ApiRequest) -> Outcome:
-        connection = self._key.connection
-        limit = self._max_answer_bytes
-        try:
+                session = fresh = _new_session(self._key, force_close=True)
             async with session.request(
                 request.method,
                 self._url(request),
@@ -238,7 +265,7 @@ class AsyncTransport:
                 skip_auto_headers=_NO_CONTENT_TYPE
                 if request.method == "POST" and request.json_body is None
                 else None,
-                proxy=connection.proxy,
+                proxy=self._key.connection.proxy,
                 allow_redirects=False,  # as on the sync path: a redirect would carry the keys
             ) as response:
                 try:
@@ -254,6 +281,20 @@ class AsyncTransport:
                 return ApiResponse(response.status, headers, body)
         except Exception as error:
             return TransportFailure(*classify(error, FAILURES))
+        finally:
+            try:
+                if fresh is not None:
+                    await fresh.close()
+            finally:
+                slots.release()
+
+    async def _shared(self) -> aiohttp.ClientSession:
+        if self._session is not None and self._loop is not None and not self._loop.is_closed():
+            await self.aclose()  # a lease on another loop's session: give it back first
+        self._session = await _acquire(self._key)
+        self._loop = asyncio.get_running_loop()
+        self._slots = Slots(self._max_connections)  # its waiters belong to this loop
+        return self._session
 
     def _url(self, request: ApiRequest) -> yarl.URL:
         """The request's URL, as built: a Bedrock id is an escaped ARN that must reach the

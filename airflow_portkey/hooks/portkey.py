@@ -213,11 +213,16 @@ class PortkeyHook(BaseHook):
         return self._sync
 
     def _next(self, plan: Plan[T], reply: Reply | None) -> ApiRequest | Wait:
-        """Feed ``reply`` to the plan and log its notes; return its next request or wait.
+        """Feed ``reply`` to the plan; return its next request or wait (notes logged).
 
         Raises StopIteration, with the plan's result as its value, when the plan is done.
         """
         action = plan.send(reply)
+        return action if type(action) is ApiRequest else self._settle(plan, action)
+
+    def _settle(self, plan: Plan[T], action: ApiRequest | Wait | Note) -> ApiRequest | Wait:
+        """Log ``action`` if it is a note (and each note after it) or a wait's reason; return
+        the plan's next request or wait."""
         while isinstance(action, Note):
             self.log.log(action.level, "%s", action.message)
             action = plan.send(None)
@@ -270,14 +275,16 @@ class PortkeyHook(BaseHook):
         pace = self._loop_pace() if _pacing.enabled else None
         assert self._call is not None, "the transport loads the settings first"
         hold_cap = self._call.policy.retry_after_cap
-        seen: dict[str, float] = {}
+        seen: dict[str, float] | None = None  # made for the first shared read
         reply: Reply | None = None
         send: Callable[[], Awaitable[Outcome]] | None = None
-        action: ApiRequest | Wait | None
+        action: ApiRequest | Wait | Note | None
         age = 0.0
         while True:
             try:
-                action = self._next(plan, reply)
+                action = plan.send(reply)  # self._next, inline: once per request
+                if type(action) is not ApiRequest:
+                    action = self._settle(plan, action)
             except StopIteration as done:
                 return done.value  # type: ignore[no-any-return]
             # Nothing of the last answer is kept across a sleep: thousands of waits each
@@ -292,6 +299,7 @@ class PortkeyHook(BaseHook):
                     pace.observe(reply, hold_cap)
             else:
                 send = functools.partial(client.send, _async_request(action))
+                seen = {} if seen is None else seen
                 reply, age = await pace.send(action, send, seen, hold_cap)
                 send = None
 

@@ -3,6 +3,7 @@ the batch model and its XCom form. Pure: the rules of ``airflow_portkey._core.ba
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -12,6 +13,7 @@ from airflow_portkey.batches import (
     TERMINAL_STATUSES,
     Batch,
     BatchStatus,
+    RequestCounts,
     is_terminal,
     normalize_status,
     normalize_timestamp,
@@ -169,6 +171,46 @@ def test_describe_names_the_provider_word() -> None:
 )
 def test_timestamps_in_seconds_or_milliseconds(value: object, seconds: float | None) -> None:
     assert normalize_timestamp(value) == seconds
+    assert Batch.from_raw({"id": "b", "created_at": value}).timestamps.get("created_at") == seconds
+
+
+def test_a_batch_from_raw_is_the_batch_built_field_by_field() -> None:
+    raw = {
+        "id": "batch_1",
+        "status": "Stopping",
+        "request_counts": {"total": 10, "completed": 7, "failed": True},
+        "output_file_id": "file-out",
+        "error_file_id": "",
+        "errors": {"data": [{"message": "bad line", "line": 3}]},
+        "created_at": 1_700_000_000,
+        "completed_at": 1_700_000_000_500,
+    }
+    expected = Batch(
+        id="batch_1",
+        status=S.CANCELLING,
+        raw_status="Stopping",
+        request_counts=RequestCounts(total=10, completed=7, failed=0),
+        partial=False,
+        output_file_id="file-out",
+        error_file_id=None,
+        errors=("line 3: bad line",),
+        timestamps={"created_at": 1_700_000_000.0, "completed_at": 1_700_000_000.5},
+        raw=raw,
+    )
+    batch = Batch.from_raw(raw)
+    assert batch == expected
+    assert dataclasses.replace(batch, status=S.FAILED).status is S.FAILED
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        batch.status = S.FAILED  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        batch.request_counts.total = 0  # type: ignore[misc]
+
+    class Tagged(Batch):
+        """A subclass gets itself back, through its own constructor."""
+
+    tagged = Tagged.from_raw(raw)
+    assert type(tagged) is Tagged
+    assert dataclasses.astuple(tagged) == dataclasses.astuple(expected)
 
 
 def test_batch_timestamps_from_milliseconds() -> None:

@@ -352,3 +352,26 @@ def test_find_batches_stops_at_the_age_bound(emulator: PortkeyEmulator, hook: Po
         emulator.add_batch()
     assert hook.find_batches(mine.owns, not_before=emulator.now() - 3600) == []
     assert len(emulator.requests_to("batches.list")) == 2  # the second page ends it
+
+
+def test_async_requests_in_flight_never_exceed_max_connections(
+    emulator: PortkeyEmulator, make_hook: Any
+) -> None:
+    import asyncio
+
+    ids = [emulator.add_batch(status="in_progress")["id"] for _ in range(6)]
+    emulator.add_fault("slow", route="batches.get", times=None, delay=0.2)
+    hook = make_hook(hook_kwargs={"max_connections": 2})
+
+    async def go() -> list[str]:
+        try:
+            return [b.id for b in await asyncio.gather(*(hook.aget_batch(i) for i in ids))]
+        finally:
+            await hook.aclose()
+
+    assert asyncio.run(go()) == ids
+    received = sorted(r.received_at for r in emulator.requests_to(route="batches.get"))
+    assert len(received) == 6
+    # With two slots, a third request leaves only once one of the first two is answered (the
+    # emulator holds each answer 0.2 s after the request arrives), and so on.
+    assert all(b - a >= 0.19 for a, b in zip(received, received[2:], strict=False))
