@@ -171,11 +171,18 @@ def _any_secret(secrets: tuple[str, ...]) -> re.Pattern[str]:
 
 
 def _redact_leaves(value: Any, secrets: tuple[str, ...], found: re.Pattern[str]) -> Any:
-    """``value`` with every secret redacted from its strings at any depth; ``value`` itself
-    (no copy, no garbage) when it holds none, as nearly every answer."""
+    """``value`` with every secret redacted from its strings at any depth, object keys
+    included (metadata may echo a credential as a key); ``value`` itself (no copy, no
+    garbage) when it holds none, as nearly every answer."""
     if type(value) is str:
         return redact(value, secrets) if found.search(value) else value
     if type(value) is dict:
+        if any(found.search(key) for key in value):
+            # Rebuilt in order; two keys redacted alike keep the last one's value, as JSON does.
+            return {
+                redact(key, secrets): _redact_leaves(item, secrets, found)
+                for key, item in value.items()
+            }
         changed: dict[Any, Any] | None = None
         for key, item in value.items():
             if item is None or type(item) is int:  # most fields of a batch

@@ -117,6 +117,30 @@ def test_a_batch_echoing_a_secret_in_any_json_spelling_is_redacted(
     assert SECRET not in json.dumps(run.result.to_xcom())
 
 
+def test_a_batch_echoing_a_secret_as_a_json_key_is_redacted_from_its_xcom() -> None:
+    # Metadata keyed by what it was sent, and an error whose message is an object keyed so.
+    body = batch(
+        status="failed",
+        metadata={SECRET: "echoed", "nested": {f"x-{SECRET}": [{SECRET: 1}]}},
+        errors={"data": [{"message": {SECRET: "bad"}, "line": 1}]},
+    )
+    run = drive(plans.get_batch(context(secrets=(SECRET,)), "batch_1"), [body])
+    shown = json.dumps(run.result.to_xcom())
+    assert SECRET not in shown and SECRET not in " ".join(run.result.errors)
+    assert run.result.to_xcom()["raw"]["metadata"]["***"] == "echoed"  # the value is kept
+
+
+def test_a_cancel_answer_and_a_list_page_echoing_a_secret_as_a_key_are_redacted() -> None:
+    echoed = batch(status="cancelling", metadata={SECRET: "x"})
+    ctx = context(secrets=(SECRET,))
+    cancelled = drive(plans.cancel_batch(ctx, "batch_1"), [echoed])
+    item = {"id": "b1", "status": "completed", "metadata": {SECRET: "x"}}
+    page = {"data": [item], "has_more": False}
+    listed = drive(plans.list_page(ctx, 10, None), [answer(200, page)])
+    assert SECRET not in json.dumps(cancelled.result.to_xcom())
+    assert SECRET not in json.dumps(listed.result.batches[0].to_xcom())
+
+
 def test_a_list_page_echoing_a_secret_is_redacted() -> None:
     page = {
         "data": [{"id": "b1", "status": "failed", "errors": [f"bad key {SECRET}"]}],
