@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import re
 from typing import Any
@@ -69,7 +70,7 @@ def _error_fields(
     would no longer match and its first characters would show.
     """
     try:
-        data = json.loads(body)
+        data = load_json(body.decode(json.detect_encoding(body), "surrogatepass"))
     except ValueError:
         data = None
     if isinstance(data, dict):
@@ -119,17 +120,50 @@ def api_error(
     )
 
 
+MAX_JSON_DEPTH = 64
+"""Arrays and objects nested deeper than this are refused: Portkey's batch objects nest about
+4 deep, and json (from ~1000 levels) and the redaction walk (from ~500) would otherwise fail
+with a RecursionError instead of a typed error."""
+
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_A_BRACKET = re.compile(r"[^\[\]{}]+")
+_BRACKET_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+
+
+class _NotJson(ValueError):
+    """JSON that Python's json would read but the provider refuses; says what it is."""
+
+
+def _too_deep(text: str) -> bool:
+    """Whether ``text``'s arrays and objects nest deeper than :data:`MAX_JSON_DEPTH` (brackets
+    inside strings do not count), found without recursing."""
+    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:  # nearly every answer: two scans
+        return False
+    brackets = _NOT_A_BRACKET.sub("", _JSON_STRING.sub("", text))
+    depths = itertools.accumulate(map(_BRACKET_STEP.__getitem__, brackets))
+    return max(depths, default=0) > MAX_JSON_DEPTH
+
+
+def load_json(text: str) -> Any:
+    """``json.loads``, refusing (ValueError) what json itself would fail on with another
+    exception: nesting deeper than :data:`MAX_JSON_DEPTH`."""
+    if _too_deep(text):
+        raise _NotJson(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    return json.loads(text)
+
+
 def parse_json(response: ApiResponse, request: ApiRequest) -> tuple[Any, str]:
     """The JSON of an answer, and its text (for :func:`redact_json`)."""
     body = response.body
     try:
         # What json.loads does with bytes, done here to keep the text.
         text = body.decode(json.detect_encoding(body), "surrogatepass")
-        return json.loads(text), text
-    except ValueError:
+        return load_json(text), text
+    except ValueError as error:
+        what = str(error) if isinstance(error, _NotJson) else "a body that is not JSON"
         raise PortkeyResponseError(
-            f"Portkey answered {response.status_code} on {request.describe()} with a body that "
-            f"is not JSON ({len(body)} bytes)"
+            f"Portkey answered {response.status_code} on {request.describe()} with {what} "
+            f"({len(body)} bytes)"
         ) from None
 
 

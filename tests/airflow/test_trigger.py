@@ -98,6 +98,21 @@ def test_a_lasting_outage_ends_in_one_error_event(emulator, no_retry_conn):
     assert len(emulator.requests_to(route="batches.get")) == 3
 
 
+def test_an_answer_nested_too_deep_ends_in_one_error_event_naming_it(emulator, no_retry_conn):
+    # 600 levels and an escape: deep enough to break the redaction walk, not json itself.
+    batch = emulator.add_batch(status="completed", hold=True)
+    deep = (
+        f'{{"id":"{batch["id"]}","object":"batch","status":"completed","created_at":1,'
+        f'"metadata":{{"note":"\\u0041","x":{"[" * 600}{"]" * 600}}}}}'
+    )
+    emulator.add_fault("status", status=200, body=deep.encode(), times=None, route="batches.get")
+    trigger = make_trigger(batch["id"], portkey_conn_id=no_retry_conn, max_transient_failures=0)
+    events, _ = run_to_event(trigger)
+    assert [e.payload["status"] for e in events] == ["error"]
+    assert "JSON nested deeper than 64 levels" in events[0].payload["reason"]
+    assert "RecursionError" not in events[0].payload["reason"]
+
+
 def test_an_unexpected_failure_gives_one_error_event_not_a_dead_trigger(emulator):
     # Airflow's own AirflowNotFoundException is no PortkeyError: the trigger must still fire.
     events, _ = run_to_event(make_trigger(["batch_a", "batch_b"], portkey_conn_id="pk_nowhere"))

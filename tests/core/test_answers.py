@@ -221,3 +221,41 @@ def test_an_error_without_advice_gives_none(status: int) -> None:
     error = api_error(answer(status, {"error": "no"}), GET, conn_id=CONN_ID, secrets=())
     assert error.hint is None
     assert str(error) == f"Portkey answered {status} on GET /batches/batch_1: no"
+
+
+def _nested(levels: int, inner: str = "1") -> bytes:
+    """A batch whose metadata value sits inside ``levels`` arrays (the batch is 2 deep)."""
+    return (
+        '{"id": "batch_1", "object": "batch", "status": "completed", "created_at": 1, '
+        f'"metadata": {{"x": {"[" * levels}{inner}{"]" * levels}}}}}'
+    ).encode()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [_nested(62), _nested(0, '"' + "[{" * 5000 + '\\""'), _nested(0, "[" + "[],{}," * 5000 + "0]")],
+    ids=["64-deep", "brackets-in-a-string", "wide"],
+)
+def test_an_answer_nested_to_the_depth_limit_is_read(body: bytes) -> None:
+    run = drive(plans.get_batch(context(secrets=(SECRET,)), "batch_1"), [answer(200, body)])
+    assert run.result.status.value == "completed"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [_nested(63), _nested(100_000), _nested(900, '"\\u0041"')],
+    ids=["65-deep", "beyond-json", "beyond-the-redaction-walk"],
+)
+def test_an_answer_nested_deeper_than_the_limit_is_a_response_error(body: bytes) -> None:
+    # From ~1000 levels json.loads, from ~500 the redaction walk (an escape in the answer, a
+    # secret on the connection) would raise a RecursionError instead.
+    ctx = context(policy=RetryPolicy(max_retries=0), secrets=(SECRET,))
+    run = drive(plans.get_batch(ctx, "batch_1"), [answer(200, body)], raises=True)
+    assert type(run.error) is PortkeyResponseError
+    assert "GET /batches/batch_1 with JSON nested deeper than 64 levels" in str(run.error)
+
+
+def test_an_error_answer_nested_too_deep_is_still_its_typed_error() -> None:
+    body = b'{"error": {"message": ' + b"[" * 100_000 + b"]" * 100_000 + b"}}"
+    error = api_error(answer(503, body), GET, conn_id=CONN_ID, secrets=(SECRET,))
+    assert error.status_code == 503 and type(error).__name__ == "PortkeyServerError"

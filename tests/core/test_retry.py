@@ -161,6 +161,7 @@ RETRIED: dict[str, Any] = {
     "dropped": failure("dropped", "connection reset by peer"),
     "malformed-json": answer(200, b"{not json"),
     "empty-body": answer(200, b""),
+    "json-nested-too-deep": answer(200, b"[" * 65 + b"]" * 65),
 }
 
 
@@ -191,6 +192,11 @@ LASTING: dict[str, tuple[Any, type[Exception], str]] = {
     "dropped": (failure("dropped", "reset"), PortkeyTransportError, "dropped error (reset)"),
     "malformed-json": (answer(200, b"{not json"), PortkeyResponseError, "not JSON (9 bytes)"),
     "empty-body": (answer(200, b""), PortkeyResponseError, "not JSON (0 bytes)"),
+    "json-nested-too-deep": (
+        answer(200, b"[" * 65 + b"]" * 65),
+        PortkeyResponseError,
+        "JSON nested deeper than 64 levels (130 bytes)",
+    ),
 }
 
 
