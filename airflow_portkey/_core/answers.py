@@ -144,12 +144,22 @@ def _too_deep(text: str) -> bool:
     return max(depths, default=0) > MAX_JSON_DEPTH
 
 
+def _refuse_constant(name: str) -> Any:
+    # Python's json reads NaN and Infinity; an XCom or trigger event holding one is refused
+    # later, when the batch has already completed.
+    raise _NotJson(f"{name}, which is not JSON")
+
+
+_STRICT_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
+
+
 def load_json(text: str) -> Any:
     """``json.loads``, refusing (ValueError) what json itself would fail on with another
-    exception: nesting deeper than :data:`MAX_JSON_DEPTH`."""
+    exception (nesting deeper than :data:`MAX_JSON_DEPTH`) or would read but not write back
+    as JSON (NaN, Infinity)."""
     if _too_deep(text):
         raise _NotJson(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
-    return json.loads(text)
+    return _STRICT_DECODER.decode(text)
 
 
 def parse_json(response: ApiResponse, request: ApiRequest) -> tuple[Any, str]:

@@ -259,3 +259,20 @@ def test_an_error_answer_nested_too_deep_is_still_its_typed_error() -> None:
     body = b'{"error": {"message": ' + b"[" * 100_000 + b"]" * 100_000 + b"}}"
     error = api_error(answer(503, body), GET, conn_id=CONN_ID, secrets=(SECRET,))
     assert error.status_code == 503 and type(error).__name__ == "PortkeyServerError"
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_an_answer_with_a_number_json_does_not_allow_is_a_response_error(constant: str) -> None:
+    # Python's json reads them; the XCom push of the batch would fail on them after it completed.
+    body = f'{{"id": "batch_1", "status": "completed", "created_at": {constant}}}'.encode()
+    ctx = context(policy=RetryPolicy(max_retries=0))
+    run = drive(plans.get_batch(ctx, "batch_1"), [answer(200, body)], raises=True)
+    assert type(run.error) is PortkeyResponseError
+    assert f"GET /batches/batch_1 with {constant}, which is not JSON" in str(run.error)
+
+
+def test_an_answer_whose_strings_say_nan_is_read() -> None:
+    body = b'{"id": "batch_1", "status": "completed", "created_at": 1, "metadata": {"x": "NaN"}}'
+    run = drive(plans.get_batch(context(), "batch_1"), [answer(200, body)])
+    assert run.result.raw["metadata"] == {"x": "NaN"}
+    json.dumps(run.result.to_xcom(), allow_nan=False)
