@@ -352,6 +352,14 @@ def _base_url(reader: _Reader, host: str | None, port: int | None, schema: str |
         scheme = schema.strip() if schema and schema.strip() in {"http", "https"} else "https"
         host = f"{scheme}://{host}"
     parts = urlsplit(host)
+    if "@" in parts.netloc:
+        # Never echoed: what precedes the '@' is a password. Portkey takes keys in headers.
+        raise reader.fail(
+            "host (the Base URL field)",
+            "must not hold a user name or password ('user:password@'); put the Portkey API key "
+            "in the Portkey API key field (password) and other credentials in extra "
+            "'secret_headers'",
+        )
     try:
         parts_port = parts.port
     except ValueError:

@@ -453,3 +453,24 @@ def test_every_string_inside_an_inline_config_is_a_secret_but_routing_fields() -
     found = set(settings({"config": config}).secrets)
     assert {'{"private_key": "-----BEGIN"}', "Bearer-opaque-99", "svc-opaque-88"} <= found
     assert not {"vertex-ai", "us-central1", "fallback", "openai", "gpt-4o-mini"} & found
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "http://gateway:hunter2-SECRET@gw.example/v1",
+        "https://hunter2-SECRET@gw.example:8787/v1",
+        "gateway:hunter2-SECRET@gw.example/v1",  # a URI-style host, without a scheme
+        "http://gateway:hunter2-SECRET@gw.example:99999/v1",  # the bad port is not echoed
+    ],
+    ids=["user-and-password", "user-only", "no-scheme", "bad-port"],
+)
+def test_a_password_in_the_base_url_is_refused_naming_the_field_not_the_password(
+    host: str,
+) -> None:
+    with pytest.raises(PortkeyConfigError) as raised:
+        settings({"provider": "@x"}, host=host)
+    message = str(raised.value)
+    assert message.startswith("Portkey connection 'pk_core': host (the Base URL field) must not")
+    assert "Portkey API key field" in message
+    assert "hunter2-SECRET" not in message

@@ -14,7 +14,15 @@ from airflow_portkey.exceptions import PortkeyConfigError
 from airflow_portkey.hooks.portkey import PortkeyHook
 from airflow_portkey.testing import PortkeyEmulator
 
-from .support import API_KEY, CONN_ID, FAST_RETRIES, PROVIDER_API_KEY, MakeHook, run_async
+from .support import (
+    API_KEY,
+    CONN_ID,
+    FAST_RETRIES,
+    PROVIDER_API_KEY,
+    MakeHook,
+    run_async,
+    set_connection,
+)
 
 # Every header the hook may set from a connection; each case names the ones it expects.
 ROUTING_HEADERS = (
@@ -293,4 +301,22 @@ def test_test_connection_names_the_unusable_field(
     assert ok is False
     assert "extra 'config'" in message
     assert "not-a-config" not in message
+    assert emulator.requests == []
+
+
+def test_a_password_in_the_base_url_is_refused_by_calls_and_the_test_button_unechoed(
+    emulator: PortkeyEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    host = emulator.base_url.replace("://", "://gateway:hunter2-SECRET@", 1)
+    set_connection(monkeypatch, "pk_userinfo", host=host, extra={"provider": "openai"})
+    with pytest.raises(PortkeyConfigError) as sync_error:
+        PortkeyHook("pk_userinfo").get_batch("batch_abc")
+    async_hook = PortkeyHook("pk_userinfo")
+    with pytest.raises(PortkeyConfigError) as async_error:
+        run_async(async_hook, lambda: async_hook.aget_batch("batch_abc"))
+    ok, message = PortkeyHook("pk_userinfo").test_connection()
+    assert ok is False
+    for said in (str(sync_error.value), str(async_error.value), message):
+        assert "host (the Base URL field) must not hold a user name or password" in said
+        assert "hunter2-SECRET" not in said
     assert emulator.requests == []
