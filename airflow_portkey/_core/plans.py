@@ -57,9 +57,16 @@ class CallContext:
     rng: Callable[[], float] = random.random
 
 
-def _outcome_text(outcome: Outcome) -> str:
+# A transport failure's detail is shown up to this many characters, cut after its secrets are
+# redacted: cut first, a secret straddling the cut would leave its first characters in clear.
+MAX_DETAIL = 300
+
+
+def _outcome_text(outcome: Outcome, secrets: tuple[str, ...]) -> str:
+    """What an outcome was, as a log line or an error says it: the one place a transport's
+    detail (library text that may quote what the server sent) becomes shown text."""
     if isinstance(outcome, TransportFailure):
-        return f"{outcome.kind} error ({outcome.detail})"
+        return f"{outcome.kind} error ({redact(outcome.detail, secrets)[:MAX_DETAIL]})"
     if outcome.status_code < 300:
         return f"unreadable {outcome.status_code} answer"
     return f"status {outcome.status_code}"
@@ -101,7 +108,7 @@ def send(ctx: CallContext, request: ApiRequest, about: str | None = None) -> Pla
                 raise
             attempt += 1
             reason = (
-                f"{request.describe()} got {_outcome_text(outcome)}; "
+                f"{request.describe()} got {_outcome_text(outcome, ctx.secrets)}; "
                 f"retry {attempt} of {ctx.policy.max_retries} in {delay:.2f}s"
             )
             yield Wait(delay, reason)
@@ -110,7 +117,7 @@ def send(ctx: CallContext, request: ApiRequest, about: str | None = None) -> Pla
 def _read(ctx: CallContext, request: ApiRequest, outcome: Outcome, about: str | None) -> Any:
     if isinstance(outcome, TransportFailure):
         raise PortkeyTransportError(
-            redact(f"{request.describe()} failed: {_outcome_text(outcome)}", ctx.secrets),
+            f"{request.describe()} failed: {_outcome_text(outcome, ctx.secrets)}",
             kind=outcome.kind,
         )
     if outcome.status_code >= 300:

@@ -187,7 +187,8 @@ def check_framing(headers: Mapping[str, str], limit: int | None) -> None:
         raise MalformedAnswer("answer has both Content-Length and Transfer-Encoding")
     text = length.strip()
     if not (text.isascii() and text.isdigit()):
-        raise MalformedAnswer(f"answer has an invalid Content-Length: {length[:40]!r}")
+        # Named, not quoted: a hostile server may echo a key there.
+        raise MalformedAnswer("answer has an invalid Content-Length (not a decimal number)")
     if limit is not None and int(text) > limit:
         raise MalformedAnswer(too_large(limit))
 
@@ -197,9 +198,12 @@ def too_large(limit: int) -> str:
 
 
 def failure_detail(error: BaseException) -> str:
-    """What a transport says of an exception in a TransportFailure: its first line, bounded."""
+    """What a transport says of an exception in a TransportFailure: its first line, whole.
+
+    Not cut here: the core redacts the connection's secrets from it, then bounds it
+    (``plans.MAX_DETAIL``); cut first, a piece of a secret would survive every redaction."""
     text = str(error).strip()
-    return text.splitlines()[0][:300] if text else type(error).__name__
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def exception_chain(error: BaseException) -> list[BaseException]:

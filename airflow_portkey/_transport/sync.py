@@ -34,7 +34,7 @@ from airflow_portkey._transport.common import (
     request_headers,
     too_large,
 )
-from airflow_portkey._transport.watchdog import Guard, cut_short, guarding, watch
+from airflow_portkey._transport.watchdog import Guard, guarding, watch
 
 # A download (batch output, possibly gigabytes) gets one more second for every this many bytes
 # received beyond the request's time limit: a slow but steady transfer finishes, a drip does not.
@@ -92,16 +92,17 @@ class _GuardedHTTPSPool(urllib3.connectionpool.HTTPSConnectionPool):
 _GUARDED_POOLS = {"http": _GuardedHTTPPool, "https": _GuardedHTTPSPool}
 
 
-class _SilentOnceCut(logging.Filter):
-    """urllib3 logs "Failed to parse headers", with a traceback, when the watchdog shut a
-    request's socket down in the middle of the headers; the request is reported as a timeout,
-    so in a task's log that warning is only a confusing second story."""
+class _NoHeaderParseWarning(logging.Filter):
+    """Drops urllib3's "Failed to parse headers" warning: it quotes the server's unparsed bytes
+    (a hostile server may echo a key there, which no redaction of ours reaches) with a
+    traceback, and the outcome is reported anyway: as a timeout when the watchdog cut the
+    headers short, else as the answer or failure it turned out to be."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not cut_short()
+        return not (isinstance(record.msg, str) and record.msg.startswith("Failed to parse"))
 
 
-logging.getLogger(urllib3.connection.__name__).addFilter(_SilentOnceCut())
+logging.getLogger(urllib3.connection.__name__).addFilter(_NoHeaderParseWarning())
 
 
 class _GuardedAdapter(requests.adapters.HTTPAdapter):

@@ -134,12 +134,6 @@ def guarding(deadline: float) -> Iterator[Guard]:
         guard.finish()
 
 
-def cut_short() -> bool:
-    """Whether this thread's request is past its deadline, its sockets shut down."""
-    guard: Guard | None = getattr(_current, "guard", None)
-    return guard is not None and guard.fired
-
-
 def watch(sock: socket.socket | None) -> None:
     """Register ``sock`` with the guard of this thread's request, if any."""
     guard: Guard | None = getattr(_current, "guard", None)

@@ -441,3 +441,26 @@ def test_transport_failure_text_never_holds_a_secret() -> None:
     )
     assert secret not in str(run.error)
     assert "***" in str(run.error)
+
+
+def test_a_retry_warning_never_holds_a_secret_a_transport_failure_echoes() -> None:
+    secret = "sk-proj-SECRET-" + "a1b2c3d4" * 6
+    ctx = context(FakeClock(), policy=RetryPolicy(max_retries=1), secrets=(secret,))
+    run = drive(
+        plans.get_batch(ctx, "batch_1"),
+        [failure("malformed", f"bad status line 'HTTP/1.1 2x0 {secret}'"), batch()],
+    )
+    assert [wait.reason.split("; ")[0] for wait in run.waits] == [
+        "GET /batches/batch_1 got malformed error (bad status line 'HTTP/1.1 2x0 ***')"
+    ]
+
+
+def test_a_failure_detail_is_cut_after_its_secrets_are_redacted() -> None:
+    # A secret straddling the cut: cut first, its first 40 characters would stay in clear.
+    secret = "sk-proj-SECRET-" + "a1b2c3d4" * 6
+    detail = "x" * (plans.MAX_DETAIL - 10) + secret + "y" * 1_000_000
+    ctx = context(FakeClock(), policy=RetryPolicy(max_retries=0), secrets=(secret,))
+    run = drive(plans.get_batch(ctx, "batch_1"), [failure("malformed", detail)], raises=True)
+    shown = str(run.error)
+    assert secret[:8] not in shown and "x***y" in shown
+    assert len(shown) < plans.MAX_DETAIL + 100

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from airflow_portkey._transport.aio import shared_sessions
-from airflow_portkey.exceptions import PortkeyConfigError, PortkeyTransportError
+from airflow_portkey.exceptions import PortkeyConfigError, PortkeyError, PortkeyTransportError
 from airflow_portkey.hooks.portkey import PortkeyHook
 from tests.unit.support import FAST_RETRIES, set_connection
 
@@ -217,3 +217,61 @@ def test_connection_test_names_a_verify_path_that_does_not_exist(
     ok, message = PortkeyHook(CONN_ID).test_connection()
     assert not ok
     assert "extra 'verify'" in message and "no-such-ca.pem" in message
+
+
+ECHOED_KEY = "pk-ECHOED-" + "0123456789abcdef" * 4  # 74 characters, as a real key's length
+
+
+def echo_key_in(where: str) -> Callable[[Peer, Seen], bool]:
+    """A hostile server that answers with the API key it was sent, in the answer's framing."""
+
+    def echo(peer: Peer, seen: Seen) -> bool:
+        key = seen.headers.get("x-portkey-api-key", "?")
+        framing = {
+            "status line": f"HTTP/1.1 2x0 {key}\r\nContent-Length: 0\r\n\r\n",
+            "content-length": f"HTTP/1.1 200 OK\r\nContent-Length: {key}\r\n\r\n",
+            "bad header line": f"HTTP/1.1 200 OK\r\n{key}\r\n\r\n",
+            "chunk size": f"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n{key}\r\n",
+        }
+        peer.send(framing[where].encode())
+        return False
+
+    return echo
+
+
+FRAMINGS = ["status line", "content-length", "bad header line", "chunk size"]
+
+
+@pytest.mark.parametrize("where", FRAMINGS)
+@pytest.mark.parametrize("path", PATHS)
+def test_a_key_echoed_into_the_framing_reaches_neither_the_log_nor_the_error(
+    path: str,
+    where: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Airflow's masker knows the whole key only: no piece of it may be shown either.
+    with misbehaving(echo_key_in(where)) as server:
+        set_connection(
+            monkeypatch, CONN_ID, host=server.url, password=ECHOED_KEY, extra={"provider": "openai"}
+        )
+        with pytest.raises(PortkeyError) as raised:
+            on_path(path, read("batch_1"))
+    out, err = capfd.readouterr()  # the hook logs through structlog to the console
+    shown = out + err + caplog.text + str(raised.value)
+    assert "GET /batches/batch_1" in shown
+    assert ECHOED_KEY[:12] not in shown, shown
+    assert "Failed to parse headers" not in shown  # urllib3's warning quotes the bytes
+
+
+def test_the_connection_test_never_quotes_a_key_echoed_into_the_framing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with misbehaving(echo_key_in("content-length")) as server:
+        set_connection(
+            monkeypatch, CONN_ID, host=server.url, password=ECHOED_KEY, extra={"provider": "openai"}
+        )
+        ok, message = PortkeyHook(CONN_ID).test_connection()
+    assert not ok and "invalid Content-Length" in message, message
+    assert ECHOED_KEY[:12] not in message, message
