@@ -26,6 +26,16 @@ def is_token(name: str) -> bool:
     return _TOKEN.fullmatch(name) is not None
 
 
+# RFC 9110 field value: visible characters and inner spaces, no control characters.
+_HEADER_VALUE = re.compile(r"(?:[^\x00-\x20\x7f](?:[^\x00-\x1f\x7f]*[^\x00-\x20\x7f])?)?")
+
+
+def is_header_value(value: str) -> bool:
+    """Whether ``value`` can be sent as a header value as it is (HTTP libraries refuse the
+    rest, quoting it)."""
+    return _HEADER_VALUE.fullmatch(value) is not None
+
+
 DEFAULT_BASE_URL = "https://api.portkey.ai/v1"
 HOSTED_HOSTNAMES = frozenset({"api.portkey.ai"})
 
@@ -311,9 +321,17 @@ class _Reader:
 
     def header_map(self, name: str) -> dict[str, str]:
         headers = self.string_map(name)
-        for key in headers:
+        for key, value in headers.items():
             if not is_token(key):
                 raise self.fail(self.extra(name), f"entry {key!r} is not a valid header name")
+            if not is_header_value(value):
+                # HTTP libraries refuse such a value quoting it; the value may be a secret.
+                raise self.fail(
+                    self.extra(name),
+                    f"entry {key!r} has a value that starts or ends with a space or holds a "
+                    "control character (a tab, say), which a header cannot carry; the value is "
+                    "not shown",
+                )
         return headers
 
     def config(self) -> str | None:

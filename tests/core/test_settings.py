@@ -474,3 +474,35 @@ def test_a_password_in_the_base_url_is_refused_naming_the_field_not_the_password
     assert message.startswith("Portkey connection 'pk_core': host (the Base URL field) must not")
     assert "Portkey API key field" in message
     assert "hunter2-SECRET" not in message
+
+
+@pytest.mark.parametrize(
+    "shape",
+    ["\t{}", " {}", "{}\t", "{} ", "{}\x01x", "x\x1b{}", "{}\x7f", "a\t{}"],
+    ids=[
+        "leading-tab",
+        "leading-space",
+        "trailing-tab",
+        "trailing-space",
+        "soh",
+        "esc",
+        "del",
+        "inner-tab",
+    ],
+)
+def test_a_header_value_http_cannot_carry_is_refused_naming_the_header_not_the_value(
+    shape: str,
+) -> None:
+    # requests refuses it quoting the value (and its repr of a tab escapes the secret past
+    # redaction): refused here, before any request.
+    value = shape.format("aws-SECRET-7d1e")
+    with pytest.raises(PortkeyConfigError) as raised:
+        settings({"provider": "@x", "secret_headers": {"x-portkey-aws-secret-access-key": value}})
+    message = str(raised.value)
+    assert "extra 'secret_headers'" in message and "'x-portkey-aws-secret-access-key'" in message
+    assert "aws-SECRET" not in message and "7d1e" not in message
+
+
+def test_header_values_with_inner_spaces_and_non_ascii_are_kept() -> None:
+    headers = {"x-portkey-aws-session-token": "a b c", "x-note": "café", "x-empty": ""}
+    assert settings({"provider": "@x", "secret_headers": headers}).extra_headers == headers

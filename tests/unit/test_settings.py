@@ -205,6 +205,13 @@ def test_unknown_extras_are_logged_by_name(
             id="headers-line-break",
         ),
         pytest.param(
+            None,
+            API_KEY,
+            {"provider": "@x", "secret_headers": {"x-portkey-aws-secret-access-key": "\taws-7d1e"}},
+            ["extra 'secret_headers'", "'x-portkey-aws-secret-access-key'", "control character"],
+            id="header-value-leading-tab",
+        ),
+        pytest.param(
             "https://api.portkey.ai/v1",
             None,
             {"virtual_key": "vk-1"},
@@ -242,6 +249,7 @@ def test_unusable_connection_is_refused_before_any_request(
         for word in words:
             assert word in message
     assert str(sync_error.value) == str(async_error.value) == str(cancel_error.value)
+    assert "aws-7d1e" not in str(sync_error.value)
     assert emulator.requests == []
 
 
