@@ -94,8 +94,9 @@ def find_stamped(
         raise ValueError(f"max_pages must be at least 1, got {max_pages}")
     found: list[Batch] = []
     after: str | None = None
+    visited: set[str] = set()
     for _ in range(max_pages):
-        page = yield from plans.list_page(ctx, page_size, after)
+        page = yield from plans.list_page(ctx, page_size, after, visited)
         for batch in page.batches:
             created = batch.timestamps.get("created_at")
             if created is not None and created < not_before:
@@ -105,6 +106,7 @@ def find_stamped(
         if page.next_after is None:
             return found
         after = page.next_after
+        visited.add(after)
     yield Note(
         logging.WARNING,
         f"Stopped looking for stamped batches after {max_pages} pages of {page_size}; "

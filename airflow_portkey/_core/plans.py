@@ -4,9 +4,11 @@ style of h11). Transports only drive them, so each rule here exists once.
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -36,6 +38,7 @@ from airflow_portkey._core.ids import same_id
 from airflow_portkey._core.messages import (
     ApiRequest,
     HeldBack,
+    Note,
     Outcome,
     Plan,
     TransportFailure,
@@ -172,7 +175,13 @@ class Page:
     next_after: str | None
 
 
-def list_page(ctx: CallContext, limit: int, after: str | None) -> Plan[Page]:
+def list_page(
+    ctx: CallContext, limit: int, after: str | None, visited: AbstractSet[str] = frozenset()
+) -> Plan[Page]:
+    """One page of the listing, starting after ``after``; ``visited``: the cursors of the
+    pages already read. A next cursor among them (a server whose cursor does not move, or
+    goes back) ends the listing, said as a warning, instead of reading the same pages for ever.
+    """
     request = list_batches_request(limit, after)
     body = yield from send(ctx, request)
     items = body.get("data") if isinstance(body, dict) else None
@@ -181,4 +190,12 @@ def list_page(ctx: CallContext, limit: int, after: str | None) -> Plan[Page]:
     batches = tuple(read_batch(item, request) for item in items)
     more = bool(body.get("has_more")) and batches
     last_id = body.get("last_id") or (batches[-1].id if batches else None)
-    return Page(batches, str(last_id) if more and last_id else None)
+    next_after = str(last_id) if more and last_id else None
+    if next_after is not None and (next_after == after or next_after in visited):
+        yield Note(
+            logging.WARNING,
+            f"Portkey's answer to {request.describe()} says the next page starts after "
+            f"{next_after!r}, a page already read; the listing stops here",
+        )
+        next_after = None
+    return Page(batches, next_after)

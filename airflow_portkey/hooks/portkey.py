@@ -362,12 +362,14 @@ class PortkeyHook(BaseHook):
     def list_batches(self, *, page_size: int = 100) -> Iterator[Batch]:
         """Every batch the connection can see, newest first, fetching page after page."""
         after: str | None = None
+        visited: set[str] = set()
         while True:
-            page = self.run(plans.list_page(self.call_context, page_size, after))
+            page = self.run(plans.list_page(self.call_context, page_size, after, visited))
             yield from page.batches
             if page.next_after is None:
                 return
             after = page.next_after
+            visited.add(after)
 
     def find_batches(
         self,

@@ -4,6 +4,7 @@ secrets redacted from every message, and answers that are not what was asked for
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 
@@ -187,6 +188,35 @@ def test_a_list_page_says_where_the_next_page_starts() -> None:
     )
     assert last.requests[0].params == {"limit": "2", "after": "b2"}
     assert last.result.next_after is None
+
+
+@pytest.mark.parametrize(
+    ("after", "visited"),
+    [("b2", set()), ("b2", {"b4", "b2"})],
+    ids=["cursor-does-not-move", "cursor-goes-back"],
+)
+def test_a_list_page_pointing_back_to_a_page_already_read_ends_the_listing(
+    after: str, visited: set[str]
+) -> None:
+    last = "b2" if not visited else "b4"
+    page = answer(
+        200, {"data": [{"id": "b9", "status": "completed"}], "has_more": True, "last_id": last}
+    )
+    run = drive(plans.list_page(context(), 2, after, visited), [page])
+    assert [b.id for b in run.result.batches] == ["b9"]
+    assert run.result.next_after is None
+    assert run.said(logging.WARNING) == [
+        f"Portkey's answer to GET /batches says the next page starts after {last!r}, a page "
+        "already read; the listing stops here"
+    ]
+
+
+def test_a_list_page_whose_cursor_moves_on_goes_on() -> None:
+    page = answer(
+        200, {"data": [{"id": "b1", "status": "completed"}], "has_more": True, "last_id": "b1"}
+    )
+    run = drive(plans.list_page(context(), 2, "b2", {"b4", "b2"}), [page])
+    assert run.result.next_after == "b1" and run.notes == []
 
 
 def test_a_list_answer_without_data_is_a_response_error() -> None:

@@ -71,6 +71,21 @@ def test_list_batches_when_there_are_none(emulator: PortkeyEmulator, hook: Portk
     assert [r.query for r in emulator.requests] == [{"limit": "100"}]
 
 
+def test_list_batches_ends_when_the_servers_cursor_does_not_move(
+    emulator: PortkeyEmulator, hook: PortkeyHook, logs: pytest.LogCaptureFixture
+) -> None:
+    page = {"data": [{"id": "b1", "status": "completed"}], "has_more": True, "last_id": "b1"}
+    emulator.add_fault(
+        "status", status=200, body=json.dumps(page).encode(), times=None, route="batches.list"
+    )
+    assert [batch.id for batch in hook.list_batches()] == ["b1", "b1"]
+    assert [r.query for r in emulator.requests] == [
+        {"limit": "100"},
+        {"limit": "100", "after": "b1"},
+    ]
+    assert "says the next page starts after 'b1', a page already read" in logs.text
+
+
 @pytest.mark.parametrize("page_size", [0, 101, -1])
 def test_list_batches_refuses_bad_page_size(
     emulator: PortkeyEmulator, hook: PortkeyHook, page_size: int
