@@ -58,6 +58,14 @@ def redact(text: str, secrets: tuple[str, ...]) -> str:
     return text
 
 
+def redactable(secrets: tuple[str, ...], min_length: int) -> tuple[str, ...]:
+    """The secrets to redact: those of ``min_length`` characters or more, Airflow's own minimum
+    for masking (``[logging] min_length_masked_secret``, given by the hook). A shorter value
+    (a routing header's "1") would be cut out of every id and word that holds it, and hides
+    nothing: Airflow's masker leaves it in every log line too."""
+    return tuple(secret for secret in secrets if len(secret) >= min_length)
+
+
 _MAX_PAGE_TEXT = 200
 
 

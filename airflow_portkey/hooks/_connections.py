@@ -3,17 +3,33 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import weakref
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook
 
+from airflow_portkey._core.answers import redactable
 from airflow_portkey._core.errors import PortkeyConfigError
 from airflow_portkey._core.settings import PortkeySettings, settings_from_connection
 
 if TYPE_CHECKING:
     from airflow.sdk import Connection
+
+
+@functools.cache
+def min_masked_length() -> int:
+    """Airflow's ``[logging] min_length_masked_secret``, read as Airflow reads it when it sets
+    up its masker (once per process, 5 when unset): shorter secrets are not redacted."""
+    from airflow.sdk.configuration import conf
+
+    return int(conf.getint("logging", "min_length_masked_secret", fallback=5))
+
+
+def redactable_secrets(settings: PortkeySettings) -> tuple[str, ...]:
+    """The connection's secrets that messages and answers are redacted of."""
+    return redactable(settings.secrets, min_masked_length())
 
 
 def mask_sync(secrets: tuple[str, ...]) -> None:

@@ -49,6 +49,7 @@ from airflow_portkey.hooks import _pacing
 from airflow_portkey.hooks._connections import (
     loop_logger,
     mask_sync,
+    redactable_secrets,
     settings_of,
     shared_connection,
 )
@@ -132,8 +133,8 @@ class PortkeyHook(BaseHook):
 
     @property
     def loaded_secrets(self) -> tuple[str, ...]:
-        """The connection's secrets once it is read; none before (nothing to redact yet)."""
-        return self._settings.secrets if self._settings is not None else ()
+        """The connection's secrets redacted from messages once it is read; none before."""
+        return self._call.secrets if self._call is not None else ()
 
     async def aget_settings(self) -> PortkeySettings:
         """As :attr:`settings`, without blocking the event loop (for triggers)."""
@@ -163,7 +164,7 @@ class PortkeyHook(BaseHook):
         self._settings = settings
         self._call = CallContext(
             conn_id=self.portkey_conn_id,
-            secrets=settings.secrets,
+            secrets=redactable_secrets(settings),
             policy=self._retry_policy
             or RetryPolicy(max_retries=settings.max_retries, budget=settings.retry_budget),
         )
@@ -493,7 +494,9 @@ class PortkeyHook(BaseHook):
             read_timeout=min(settings.read_timeout, CHECK_READ_TIMEOUT),
         )
         ctx = CallContext(
-            conn_id=name, secrets=settings.secrets, policy=RetryPolicy(max_retries=0, budget=0)
+            conn_id=name,
+            secrets=redactable_secrets(settings),
+            policy=RetryPolicy(max_retries=0, budget=0),
         )
         outcome: list[tuple[bool, str]] = []
 

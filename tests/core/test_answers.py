@@ -9,7 +9,7 @@ import logging
 import pytest
 
 from airflow_portkey._core import endpoints, plans
-from airflow_portkey._core.answers import api_error, redact
+from airflow_portkey._core.answers import api_error, redact, redactable
 from airflow_portkey._core.retry import RetryPolicy
 from airflow_portkey._core.waits import WaitOutcome, event_payload
 from airflow_portkey.exceptions import PortkeyAPIError, PortkeyResponseError
@@ -306,3 +306,13 @@ def test_an_answer_whose_strings_say_nan_is_read() -> None:
     run = drive(plans.get_batch(context(), "batch_1"), [answer(200, body)])
     assert run.result.raw["metadata"] == {"x": "NaN"}
     json.dumps(run.result.to_xcom(), allow_nan=False)
+
+
+def test_secrets_shorter_than_airflows_minimum_are_not_redacted() -> None:
+    # A routing header's "1" would otherwise turn batch_1 into batch_*** in every answer.
+    secrets = redactable(("1", "true", "abcde", SECRET), 5)
+    assert secrets == ("abcde", SECRET)
+    run = drive(
+        plans.get_batch(context(secrets=secrets), "batch_1"), [batch(metadata={"a": "true"})]
+    )
+    assert run.result.id == "batch_1" and run.result.raw["metadata"] == {"a": "true"}

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from airflow.sdk.log import redact
 
 from airflow_portkey.exceptions import PortkeyError
+from airflow_portkey.hooks._connections import min_masked_length
 from airflow_portkey.hooks.portkey import PortkeyHook
 from airflow_portkey.testing import PortkeyEmulator
 
@@ -333,3 +335,40 @@ def test_redirect_to_another_host_does_not_carry_the_keys(
     assert keys_seen_elsewhere == []
     assert error is not None
     assert getattr(error, "status_code", None) == status
+
+
+@pytest.mark.parametrize("value", ["1", "a", "true"])
+def test_a_header_value_shorter_than_airflows_mask_minimum_leaves_ids_intact(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, value: str
+) -> None:
+    # Shorter than [logging] min_length_masked_secret (5): Airflow's masker leaves it too.
+    with PortkeyEmulator(api_key=API_KEY) as emulator:
+        set_connection(
+            monkeypatch,
+            CONN,
+            host=emulator.base_url,
+            password=API_KEY,
+            extra={
+                "provider": "openai",
+                "provider_api_key": PROVIDER_KEY,
+                "secret_headers": {"x-portkey-trace-level": value},
+            },
+        )
+        seeded = emulator.add_batch(status="completed")
+        hook = PortkeyHook(CONN)
+        batch = hook.get_batch(seeded["id"])
+        written = hook.download_batch_output(seeded["id"], tmp_path / "out.jsonl")
+    assert (batch.id, batch.output_file_id) == (seeded["id"], seeded["output_file_id"])
+    assert written > 0
+
+
+def test_the_mask_minimum_is_airflows_logging_setting(
+    secret_hook: PortkeyHook, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AIRFLOW__LOGGING__MIN_LENGTH_MASKED_SECRET", str(len(PROVIDER_KEY)))
+    min_masked_length.cache_clear()  # read once per process, as Airflow reads it
+    try:
+        secret_hook.settings  # noqa: B018 - loads the connection
+        assert secret_hook.loaded_secrets == (PROVIDER_KEY,)  # the only one that long
+    finally:
+        min_masked_length.cache_clear()
