@@ -2,7 +2,8 @@
 from the moment it defers, and, for the create operator, no later than the task's
 execution_timeout (Airflow 3.3.2 does not apply it to a deferred task). The DAG runs of
 tests/airflow show that a wait times out; only the trigger's own deadline shows when (no timed
-assertion: the deadline is read, not waited for)."""
+assertion: the deadline is read, not waited for). And a deferral that ends without the
+trigger's event still cancels the batch the create recorded."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from airflow.sdk.exceptions import TaskDeferred
+from airflow.sdk.exceptions import TaskDeferralError, TaskDeferralTimeout, TaskDeferred
 
 from airflow_portkey.hooks.portkey import PortkeyHook
 from airflow_portkey.operators.batch import PortkeyCreateBatchOperator
@@ -88,3 +89,35 @@ def test_a_deferring_create_gives_its_trigger_a_deadline_at_its_execution_timeou
     assert trigger.batch_ids == [pushed["batch_id"]]
     assert trigger.deadline == started.timestamp() + 60
     assert emulator.requests_to(route="batches.cancel") == []
+
+
+class StateStore(dict):  # type: ignore[type-arg]
+    """The task_state_store of a task instance, as the create operator uses it."""
+
+    def set(self, key: str, value: str) -> None:
+        self[key] = value
+
+
+@pytest.mark.parametrize(
+    ("reason", "raised"),
+    [("Trigger timeout", TaskDeferralTimeout), ("Trigger failure", TaskDeferralError)],
+    ids=["deferral-timeout", "trigger-failure"],
+)
+def test_a_deferral_that_ends_without_an_event_cancels_the_batch_the_create_recorded(
+    reason: str, raised: type[BaseException], emulator: PortkeyEmulator, hook: PortkeyHook
+) -> None:
+    """Airflow resumes a deferral that timed out or whose trigger failed with __fail__, not
+    with the trigger's event: the batch the create recorded is cancelled, then the task fails."""
+    batch = emulator.add_batch(status="in_progress", hold=True)
+    create = PortkeyCreateBatchOperator(
+        task_id="create",
+        input=REQUESTS,
+        portkey_conn_id=hook.portkey_conn_id,
+        wait_for_completion=True,
+        deferrable=True,
+    )
+    store = StateStore({PortkeyCreateBatchOperator.state_key: batch["id"]})
+    with pytest.raises(raised):
+        create.resume_execution("__fail__", {"error": reason}, {"task_state_store": store})
+    assert len(emulator.requests_to(route="batches.cancel", batch_id=batch["id"])) == 1
+    assert emulator.get_batch(batch["id"])["status"] in {"cancelling", "cancelled"}
