@@ -348,7 +348,7 @@ class Batch:
         """A JSON-serialisable summary for XCom and trigger events (no credentials in it)."""
         return {
             "id": self.id,
-            "status": self.status.value,
+            "status": self.status._value_,  # .value, without the enum's property: per batch
             "raw_status": self.raw_status,
             "partial": self.partial,
             "request_counts": {
