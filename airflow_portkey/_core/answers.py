@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import codecs
 import functools
+import html
 import itertools
 import json
 import re
@@ -46,7 +48,7 @@ _HINTS: dict[int, str] = {
     422: "Portkey refused the request's content; check the task's arguments",
 }
 
-_TITLE = re.compile(rb"<title>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+_TITLE = re.compile(r"<title>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 _TAGS = re.compile(r"<[^>]+>")
 
 
@@ -66,17 +68,19 @@ def redactable(secrets: tuple[str, ...], min_length: int) -> tuple[str, ...]:
     return tuple(secret for secret in secrets if len(secret) >= min_length)
 
 
+# What an error shows of Portkey's answer, after redaction: a page's title (or text), and its
+# message; longer ones are cut (an answer may carry a megabyte of message).
 _MAX_PAGE_TEXT = 200
+_MAX_MESSAGE = 2_000
+_MAX_FIELD = 200  # the error's type, code and provider
 
 
 def _error_fields(
-    body: bytes, secrets: tuple[str, ...]
-) -> tuple[str, str | None, str | None, str | None]:
-    """Message, type, code and provider from any of Portkey's three error body shapes.
-
-    Secrets are redacted before a page's text is cut: cut first, a key split by the cut
-    would no longer match and its first characters would show.
-    """
+    response: ApiResponse,
+) -> tuple[str, str | None, str | None, str | None] | str:
+    """Message, type, code and provider from Portkey's JSON error shapes; or, for anything
+    else (an HTML page, plain text, the gateway's wrapped upstream page), the page's text."""
+    body = response.body
     try:
         data = load_json(body.decode(json.detect_encoding(body), "surrogatepass"))
     except ValueError:
@@ -99,11 +103,52 @@ def _error_fields(
         wrapped = data.get("html-message")
         if isinstance(wrapped, str):
             # The gateway wraps an upstream's non-JSON answer (an HTML page, a fetch error).
-            body = wrapped.encode()
-    title = _TITLE.search(body)
-    text = (title.group(1) if title else body).decode("utf-8", "replace")
-    text = " ".join(_TAGS.sub(" ", text).split())
-    return (redact(text, secrets)[:_MAX_PAGE_TEXT] or "empty body"), None, None, None
+            return wrapped
+    return _page_text(body, response.headers.get("content-type"))
+
+
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+_CHARSET = re.compile(r"""charset=["']?([\w.:-]+)""", re.IGNORECASE)
+
+
+def _page_text(body: bytes, content_type: str | None) -> str:
+    """A page's text by its byte-order mark, else its declared charset, else what its first
+    bytes say (UTF-16 or 32 without a mark, else UTF-8); any NUL left dropped: read as UTF-8,
+    a UTF-16 page shows a key one NUL apart, which no redaction matches."""
+    encoding = next((codec for bom, codec in _BOMS if body.startswith(bom)), None)
+    declared = _CHARSET.search(content_type or "")
+    encoding = encoding or (declared[1] if declared else json.detect_encoding(body))
+    try:
+        text = body.decode(encoding, "replace")
+    except LookupError:  # a charset Python does not know, or not a text encoding
+        text = body.decode("utf-8", "replace")
+    return text.replace("\x00", "")
+
+
+def _page_message(page: str, secrets: tuple[str, ...]) -> str:
+    """A page's title (or its text) as one line. Redacted before each step that could hide a
+    secret from a later redaction (tags, entities, whitespace folded: a value with two spaces
+    no longer matches once folded), after each that could spell one, and before the cut."""
+    page = redact(page, secrets)
+    title = _TITLE.search(page)
+    text = redact(html.unescape(_TAGS.sub(" ", title[1] if title else page)), secrets)
+    return redact(" ".join(text.split()), secrets)[:_MAX_PAGE_TEXT] or "empty body"
+
+
+def _shown(text: str | None, secrets: tuple[str, ...], limit: int) -> str | None:
+    """``text`` redacted, then cut to ``limit`` characters saying how many more there were."""
+    if text is None:
+        return None
+    text = redact(text, secrets)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text) - limit} more characters)"
 
 
 def api_error(
@@ -111,19 +156,23 @@ def api_error(
 ) -> PortkeyAPIError:
     """The typed error for an error status, carrying Portkey's message (secrets redacted)."""
     status = response.status_code
-    message, error_type, code, provider = _error_fields(response.body, secrets)
+    fields = _error_fields(response)
+    if isinstance(fields, str):
+        message, error_type, code, provider = _page_message(fields, secrets), None, None, None
+    else:
+        message, error_type, code, provider = fields
     error_class = _STATUS_ERRORS.get(status) or (
         PortkeyServerError if status >= 500 else PortkeyAPIError
     )
     hint = _HINTS.get(status)
     return error_class(
-        redact(message, secrets),
+        _shown(message, secrets, _MAX_MESSAGE) or "no message",
         status_code=status,
         method=request.method,
         path=request.path,
-        error_type=error_type,
-        code=code,
-        provider=provider,
+        error_type=_shown(error_type, secrets, _MAX_FIELD),
+        code=_shown(code, secrets, _MAX_FIELD),
+        provider=_shown(provider, secrets, _MAX_FIELD),
         hint=hint.format(conn=repr(conn_id)) if hint else None,
     )
 

@@ -316,3 +316,54 @@ def test_secrets_shorter_than_airflows_minimum_are_not_redacted() -> None:
         plans.get_batch(context(secrets=secrets), "batch_1"), [batch(metadata={"a": "true"})]
     )
     assert run.result.id == "batch_1" and run.result.raw["metadata"] == {"a": "true"}
+
+
+@pytest.mark.parametrize(
+    ("page", "content_type"),
+    [
+        pytest.param(f"denied for {SECRET}".encode("utf-16-le"), "text/plain", id="utf-16 no bom"),
+        pytest.param(f"denied for {SECRET}".encode("utf-16"), "text/plain", id="utf-16 bom"),
+        pytest.param(f"denied for {SECRET}".encode("utf-32"), "text/plain", id="utf-32 bom"),
+        pytest.param(
+            f"<title>denied for {SECRET}</title>".encode("utf-16-be"),
+            "text/html; charset=UTF-16BE",
+            id="declared charset",
+        ),
+        pytest.param(
+            "".join(f"{c}\x00" for c in f"denied for {SECRET}").encode(),
+            "text/html; charset=x-unknown",
+            id="nuls between characters",
+        ),
+    ],
+)
+def test_an_error_page_in_another_encoding_is_read_and_redacted(
+    page: bytes, content_type: str
+) -> None:
+    error = api_error(
+        answer(401, page, content_type=content_type), GET, conn_id="c", secrets=(SECRET,)
+    )
+    assert error.portkey_message == "denied for ***"
+
+
+def test_an_error_page_spelling_a_secret_with_entities_or_two_spaces_is_redacted() -> None:
+    spaced = "Basic  dXNlcjpTRUNSRVQ="  # a header value with two spaces
+    entities = "".join(f"&#{ord(c)};" for c in SECRET)
+    page = f"<html><title>bad auth {spaced} or\n {entities}</title></html>".encode()
+    error = api_error(answer(401, page), GET, conn_id="c", secrets=(SECRET, spaced))
+    assert error.portkey_message == "bad auth *** or ***"
+
+
+def test_error_type_code_and_provider_echoing_a_secret_are_redacted() -> None:
+    body = {"error": {"message": "no", "type": SECRET, "code": SECRET}, "provider": SECRET}
+    error = api_error(answer(401, body), GET, conn_id="c", secrets=(SECRET,))
+    assert (error.error_type, error.code, error.provider) == ("***", "***", "***")
+
+
+def test_an_error_message_of_a_megabyte_is_cut_after_its_secrets_are_redacted() -> None:
+    message = "x" * 1990 + SECRET + "y" * 1_000_000
+    error = api_error(
+        answer(400, {"error": {"message": message}}), GET, conn_id="c", secrets=(SECRET,)
+    )
+    assert len(str(error)) < 2_500
+    assert SECRET[:5] not in str(error) and "x***yyy" in str(error)
+    assert error.portkey_message.endswith("y... (999993 more characters)")
