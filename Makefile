@@ -59,7 +59,7 @@ $(DEPLOY_READY): $(READY) pyproject.toml
 
 .PHONY: test-deployment
 test-deployment: $(DEPLOY_READY)
-	PORTKEY_DEPLOYMENT_TESTS=1 $(BIN)/pytest tests/deployment -s -p no:cacheprovider
+	PORTKEY_DEPLOYMENT_TESTS=1 $(BIN)/pytest tests/deployment -s -p no:cacheprovider --timeout=2400
 
 # The connection as a user meets it: Airflow's api-server (REST API and UI) on loopback, and the
 # connection form in Debian's Chromium through Selenium and Debian's chromedriver (installed
