@@ -168,3 +168,18 @@ def test_first_poll_waits_when_the_task_has_just_read_the_batch(emulator):
     (poll,) = emulator.requests_to(route="batches.get")
     # One poll, and it came after the delay, not at once.
     assert poll.received_at - started >= 0.45
+
+
+def test_an_unexpected_failure_quoting_a_credential_gives_a_redacted_reason(emulator, monkeypatch):
+    """A bug whose message quotes the connection's key (here planted in the wait itself, after
+    the connection is read) still gives the one error event, with the key redacted."""
+    from airflow_portkey.hooks.portkey import PortkeyHook
+
+    async def buggy_wait(self, specs):
+        settings = await self.aget_settings()
+        raise RuntimeError(f"bug while waiting with {settings.api_key}")
+
+    monkeypatch.setattr(PortkeyHook, "await_batches", buggy_wait)
+    (event,) = run_to_event(make_trigger("batch_a"))[0]
+    assert event.payload["status"] == "error"
+    assert event.payload["reason"] == "RuntimeError: bug while waiting with ***"
