@@ -188,10 +188,12 @@ class Api:
 
     def _output_bytes(self, batch: Batch, now: float) -> bytes:
         source = self.state.files.get(batch.input_file_id)
+        # Stamped with when the batch finished, not with the download's time: every download
+        # of one output is the same bytes, as a stored file is.
         return build_output(
             batch.id,
             batch.counts_at(now)["completed"],
-            now,
+            batch.status_since(now),
             source.data if source is not None else None,
             batch.output_lines,
         )

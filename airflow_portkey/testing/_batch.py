@@ -263,6 +263,11 @@ class Batch:
                 completed = self.total
         return {"total": self.total, "completed": completed, "failed": 0}
 
+    def status_since(self, now: float) -> float:
+        """When the batch entered the status it has at `now` (for a finished batch: when it
+        finished, the same on every later read)."""
+        return self.timeline[self._current(now)][1]
+
     def has_output(self, now: float) -> bool:
         """Whether the output endpoint answers with lines."""
         if self.output_lines is not None:

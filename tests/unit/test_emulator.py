@@ -541,6 +541,21 @@ def test_files_create_and_output(emu: PortkeyEmulator, http: requests.Session) -
     )
 
 
+def test_an_output_is_the_same_bytes_on_every_download(
+    emu: PortkeyEmulator, http: requests.Session
+) -> None:
+    """As a stored file is: its answers are stamped with when the batch finished, not with
+    the download's time (two downloads a second apart differed)."""
+    b = emu.add_batch(status="completed", total=3)
+    first = http.get(f"{emu.base_url}/batches/{b['id']}/output")
+    emu.advance(3600)
+    again = http.get(f"{emu.base_url}/files/{b['output_file_id']}/content")
+    assert first.status_code == again.status_code == 200
+    assert again.content == first.content
+    stamps = {json.loads(line)["response"]["body"]["created"] for line in first.text.splitlines()}
+    assert stamps == {_get(http, emu, b["id"])["completed_at"]}
+
+
 def test_output_lines_and_chunked_upload(emu: PortkeyEmulator) -> None:
     b = emu.add_batch(status="in_progress", output_lines=[{"custom_id": "x"}, '{"custom_id":"y"}'])
     with httpx.Client(headers=HOSTED) as client:
