@@ -7,8 +7,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +19,7 @@ from airflow_portkey.testing.gateway import (
     free_port,
     listening_addresses,
 )
+from tests.launchers import gone_within, group_running, killed_launcher
 
 
 def test_gateway_listens_on_loopback_only(gateway: Gateway) -> None:
@@ -43,52 +42,25 @@ def test_a_gateway_stops_with_its_whole_process_group(gateway: Gateway) -> None:
 
 
 def test_a_gateway_whose_launcher_is_killed_does_not_outlive_it(tmp_path: Path) -> None:
-    """The launcher holds the gateway for good (no stop()), then dies by SIGKILL, as a test run
-    killed by a timeout does: no finally, no atexit runs; the gateway must exit too."""
-    launcher = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import time\n"
-            "from airflow_portkey.testing.gateway import Gateway, check_installation\n"
-            "gateway = Gateway(check_installation()).start()\n"
-            "print(gateway.proc.pid, gateway.port, flush=True)\n"
-            "time.sleep(600)\n",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=tmp_path,
+    """The launcher holds the gateway for good (no stop()), then dies by SIGKILL: the gateway
+    must exit too."""
+    script = (
+        "import time\n"
+        "from airflow_portkey.testing.gateway import Gateway, check_installation\n"
+        "gateway = Gateway(check_installation()).start()\n"
+        "print(gateway.proc.pid, gateway.port, flush=True)\n"
+        "time.sleep(600)\n"
     )
-    try:
-        assert launcher.stdout is not None
-        pid, port = map(int, launcher.stdout.readline().split())
+    with killed_launcher(script, tmp_path) as line:
+        pid, port = map(int, line.split())
         assert listening_addresses(port) == {"127.0.0.1"}
-    finally:
-        launcher.kill()
-        launcher.wait()
     # A leader already a zombie can still hold the socket while its other threads exit:
     # gone means the group is gone and nothing listens on its port any more.
-    deadline = time.monotonic() + 30
-    while (group_alive(pid) or listening_addresses(port)) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    gone = not group_alive(pid)
-    if not gone:
+    gone = gone_within(30, lambda: group_running(pid) or bool(listening_addresses(port)))
+    if group_running(pid):
         os.killpg(pid, signal.SIGKILL)
     assert gone, f"gateway {pid} outlived its killed launcher"
     assert listening_addresses(port) == set()
-
-
-def group_alive(pgid: int) -> bool:
-    """Whether a process of the group is still running (zombies waiting to be reaped by
-    init count as gone)."""
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-            return True
-    return False
 
 
 # A tripwire below the guard: if the guard let anything through, the tripwire would see it and

@@ -58,6 +58,18 @@ REQUESTS = [
 ]
 
 
+def deferrable_create(hook: PortkeyHook, **options: Any) -> PortkeyCreateBatchOperator:
+    """A create operator that submits REQUESTS and waits for them on the triggerer."""
+    return PortkeyCreateBatchOperator(
+        task_id="create",
+        input=REQUESTS,
+        portkey_conn_id=hook.portkey_conn_id,
+        wait_for_completion=True,
+        deferrable=True,
+        **options,
+    )
+
+
 def test_a_deferring_create_gives_its_trigger_a_deadline_at_its_execution_timeout(
     emulator: PortkeyEmulator, hook: PortkeyHook
 ) -> None:
@@ -72,15 +84,8 @@ def test_a_deferring_create_gives_its_trigger_a_deadline_at_its_execution_timeou
         start_date=started,
         xcom_push=lambda key, value: pushed.update({key: value}),
     )
-    create = PortkeyCreateBatchOperator(
-        task_id="create",
-        input=REQUESTS,
-        portkey_conn_id=hook.portkey_conn_id,
-        wait_for_completion=True,
-        deferrable=True,
-        poll_interval=5,
-        timeout=3600,
-        execution_timeout=timedelta(seconds=60),
+    create = deferrable_create(
+        hook, poll_interval=5, timeout=3600, execution_timeout=timedelta(seconds=60)
     )
     with pytest.raises(TaskDeferred) as deferred:
         create.execute({"ti": ti})
@@ -109,13 +114,7 @@ def test_a_deferral_that_ends_without_an_event_cancels_the_batch_the_create_reco
     """Airflow resumes a deferral that timed out or whose trigger failed with __fail__, not
     with the trigger's event: the batch the create recorded is cancelled, then the task fails."""
     batch = emulator.add_batch(status="in_progress", hold=True)
-    create = PortkeyCreateBatchOperator(
-        task_id="create",
-        input=REQUESTS,
-        portkey_conn_id=hook.portkey_conn_id,
-        wait_for_completion=True,
-        deferrable=True,
-    )
+    create = deferrable_create(hook)
     store = StateStore({PortkeyCreateBatchOperator.state_key: batch["id"]})
     with pytest.raises(raised):
         create.resume_execution("__fail__", {"error": reason}, {"task_state_store": store})

@@ -10,13 +10,13 @@ import signal
 import ssl
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
 from airflow_portkey.testing.processes import EmulatorProcess
+from tests.launchers import gone_within, group_running, killed_launcher
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -73,52 +73,23 @@ def test_the_launchers_import_nothing_of_the_client_side() -> None:
     assert out.stdout.strip() == "[]"
 
 
-def running(pid: int) -> bool:
-    """Whether `pid` is a live process (an exited one waiting to be reaped counts as gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-
-
-def wait_gone(pid: int, within_s: float = 30.0) -> bool:
-    deadline = time.monotonic() + within_s
-    while running(pid):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
-
-
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
 def test_an_emulator_process_whose_launcher_is_killed_does_not_outlive_it(
     tmp_path: Path,
 ) -> None:
     # The launcher holds the emulator for good (no stop()), then dies by SIGKILL, as a
     # benchmark worker killed by a timeout does: no finally, no atexit runs.
-    launcher = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys, time\n"
-            "from airflow_portkey.testing.processes import EmulatorProcess\n"
-            f"emu = EmulatorProcess('--no-record', log_path={str(tmp_path / 'emu.log')!r})\n"
-            "print(emu.start().pid, flush=True)\n"
-            "time.sleep(600)\n",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=REPO,
+    script = (
+        "import time\n"
+        "from airflow_portkey.testing.processes import EmulatorProcess\n"
+        f"emu = EmulatorProcess('--no-record', log_path={str(tmp_path / 'emu.log')!r})\n"
+        "print(emu.start().pid, flush=True)\n"
+        "time.sleep(600)\n"
     )
-    try:
-        assert launcher.stdout is not None
-        emulator_pid = int(launcher.stdout.readline())
-        assert running(emulator_pid)
-    finally:
-        launcher.kill()
-        launcher.wait()
-    gone = wait_gone(emulator_pid)
+    with killed_launcher(script, REPO) as line:
+        emulator_pid = int(line)
+        assert group_running(emulator_pid)  # the emulator leads a process group of its own
+    gone = gone_within(30, lambda: group_running(emulator_pid))
     if not gone:
         os.killpg(emulator_pid, signal.SIGKILL)
     assert gone, f"emulator {emulator_pid} outlived its killed launcher"
