@@ -48,16 +48,52 @@ _HINTS: dict[int, str] = {
     422: "Portkey refused the request's content; check the task's arguments",
 }
 
-_TITLE = re.compile(r"<title>(.*?)</title>", re.IGNORECASE | re.DOTALL)
-_TAGS = re.compile(r"<[^>]+>")
+# A tag cannot hold "<": each failed match stops at the next "<", so a page of unclosed tags
+# is read in linear time ("<[^>]+>" tried every "<" to the end of the page: quadratic).
+_TAGS = re.compile(r"<[^<>]*>")
 
 
 def redact(text: str, secrets: tuple[str, ...]) -> str:
-    """Replace every secret in ``text``; the longest first, so a key inside another goes too."""
-    for secret in sorted(secrets, key=len, reverse=True):
-        if secret:
-            text = text.replace(secret, "***")
-    return text
+    """Replace every place a secret covers in ``text`` with ``***``: all occurrences of every
+    secret first, then one ``***`` for each run of places that overlap or touch (replaced one
+    secret after another, the tail of one overlapping another survived). A secret is also
+    found as JSON spells it (escaped quotes, backslashes, ``\\uXXXX``, ``\\/``): a JSON text
+    shown as it stands, such as an error body refused as JSON, holds it so."""
+    spans: list[tuple[int, int]] = []
+    for spelling in _spellings(secrets):
+        start = text.find(spelling)
+        while start != -1:
+            spans.append((start, start + len(spelling)))
+            start = text.find(spelling, start + 1)
+    if not spans:
+        return text
+    spans.sort()
+    pieces: list[str] = []
+    done = 0
+    first, last = spans[0]
+    for start, end in spans[1:]:
+        if start <= last:
+            last = max(last, end)
+            continue
+        pieces += (text[done:first], "***")
+        done, (first, last) = last, (start, end)
+    pieces += (text[done:first], "***", text[last:])
+    return "".join(pieces)
+
+
+@functools.lru_cache(maxsize=64)  # one hook's secrets
+def _spellings(secrets: tuple[str, ...]) -> tuple[str, ...]:
+    """Each secret, and each other way JSON writes it."""
+    found: dict[str, None] = {}
+    for secret in secrets:
+        if not secret:
+            continue
+        found[secret] = None
+        for ascii_only in (True, False):
+            escaped = json.dumps(secret, ensure_ascii=ascii_only)[1:-1]
+            found[escaped] = None
+            found[escaped.replace("/", "\\/")] = None
+    return tuple(found)
 
 
 def redactable(secrets: tuple[str, ...], min_length: int) -> tuple[str, ...]:
@@ -91,20 +127,29 @@ def _error_fields(
         if isinstance(error, dict):
             code = error.get("code")
             return (
-                str(error.get("message") or "no message"),
+                _as_text(error.get("message") or "no message"),
                 error.get("type") if isinstance(error.get("type"), str) else None,
-                str(code) if code is not None else None,
+                _as_text(code) if code is not None else None,
                 provider,
             )
         if isinstance(error, str):
             return error, None, None, provider
         if "message" in data:
-            return str(data["message"]), None, None, provider
+            return _as_text(data["message"]), None, None, provider
         wrapped = data.get("html-message")
         if isinstance(wrapped, str):
             # The gateway wraps an upstream's non-JSON answer (an HTML page, a fetch error).
             return wrapped
     return _page_text(body, response.headers.get("content-type"))
+
+
+def _as_text(value: Any) -> str:
+    """A field of an error as text: a string as it is; anything else (a list, an object, a
+    number) as JSON without escapes, so a secret inside reads as itself and is redacted
+    (Python's repr would escape a backslash, a quote or an invisible character in it)."""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False)
 
 
 _BOMS = (
@@ -136,9 +181,19 @@ def _page_message(page: str, secrets: tuple[str, ...]) -> str:
     secret from a later redaction (tags, entities, whitespace folded: a value with two spaces
     no longer matches once folded), after each that could spell one, and before the cut."""
     page = redact(page, secrets)
-    title = _TITLE.search(page)
-    text = redact(html.unescape(_TAGS.sub(" ", title[1] if title else page)), secrets)
+    text = redact(html.unescape(_TAGS.sub(" ", _title(page) or page)), secrets)
     return redact(" ".join(text.split()), secrets)[:_MAX_PAGE_TEXT] or "empty body"
+
+
+def _title(page: str) -> str | None:
+    """What a page's first <title> element holds, found with two searches of the page (a
+    lazy regex tried every "<title>" of a page of them to its end: quadratic)."""
+    lowered = page.lower()
+    opening = lowered.find("<title>")
+    if opening == -1:
+        return None
+    closing = lowered.find("</title>", opening)
+    return page[opening + len("<title>") : closing] if closing != -1 else None
 
 
 def _shown(text: str | None, secrets: tuple[str, ...], limit: int) -> str | None:
@@ -271,12 +326,20 @@ def _any_secret(secrets: tuple[str, ...]) -> re.Pattern[str]:
     return re.compile("|".join(re.escape(secret) for secret in secrets if secret) or "(?!)")
 
 
+@functools.lru_cache(maxsize=64)
+def _numeric_secret(secrets: tuple[str, ...]) -> bool:
+    """Whether a secret could be echoed as a JSON number (all digits, say a header value)."""
+    return any(secret.isdigit() for secret in secrets)
+
+
 def _redact_leaves(value: Any, secrets: tuple[str, ...], found: re.Pattern[str]) -> Any:
     """``value`` with every secret redacted from its strings at any depth, object keys
     included (metadata may echo a credential as a key); ``value`` itself (no copy, no
     garbage) when it holds none, as nearly every answer."""
     if type(value) is str:
         return redact(value, secrets) if found.search(value) else value
+    if type(value) is int or type(value) is float:  # an all-digit secret echoed as a number
+        return redact(str(value), secrets) if found.search(str(value)) else value
     if type(value) is dict:
         if any(found.search(key) for key in value):
             # Rebuilt in order; two keys redacted alike keep the last one's value, as JSON does.
@@ -285,8 +348,9 @@ def _redact_leaves(value: Any, secrets: tuple[str, ...], found: re.Pattern[str])
                 for key, item in value.items()
             }
         changed: dict[Any, Any] | None = None
+        numeric = _numeric_secret(secrets)
         for key, item in value.items():
-            if item is None or type(item) is int:  # most fields of a batch
+            if item is None or (type(item) is int and not numeric):  # most fields of a batch
                 continue
             new = _redact_leaves(item, secrets, found)
             if new is not item:

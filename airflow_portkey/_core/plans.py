@@ -134,7 +134,10 @@ def _read(ctx: CallContext, request: ApiRequest, outcome: Outcome, about: str | 
         if answered != about and not same_id(answered, about):
             raise PortkeyProtocolError(
                 redact(
-                    f"Portkey's answer to {request.describe()} is about {answered!r}, "
+                    # The id redacted before repr escapes it (an escaped key matches no
+                    # redaction).
+                    f"Portkey's answer to {request.describe()} is about "
+                    f"{redact(answered, ctx.secrets)!r}, "
                     f"not {about!r} (a connection out of step)",
                     ctx.secrets,
                 )

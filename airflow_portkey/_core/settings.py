@@ -369,7 +369,12 @@ def _base_url(reader: _Reader, host: str | None, port: int | None, schema: str |
         # URI-style connections (portkey://...) store the host without a scheme.
         scheme = schema.strip() if schema and schema.strip() in {"http", "https"} else "https"
         host = f"{scheme}://{host}"
-    parts = urlsplit(host)
+    try:
+        parts = urlsplit(host)
+    except ValueError:  # an unclosed "[", a netloc NFKC turns into "@": never echoed
+        raise reader.fail(
+            "host (the Base URL field)", f"is not a URL such as {DEFAULT_BASE_URL}"
+        ) from None
     if "@" in parts.netloc:
         # Never echoed: what precedes the '@' is a password. Portkey takes keys in headers.
         raise reader.fail(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import os
+import re
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -197,13 +198,18 @@ def too_large(limit: int) -> str:
     return f"answer is larger than {limit} bytes"
 
 
+_LINE_END = re.compile(r"[\r\n]")
+
+
 def failure_detail(error: BaseException) -> str:
     """What a transport says of an exception in a TransportFailure: its first line, whole.
 
     Not cut here: the core redacts the connection's secrets from it, then bounds it
     (``plans.MAX_DETAIL``); cut first, a piece of a secret would survive every redaction."""
     text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+    # Lines end at CR or LF only: str.splitlines also breaks at NEL, U+2028 and others, which
+    # a key may hold, and would cut an echoed key in two (its first piece then unredacted).
+    return _LINE_END.split(text, maxsplit=1)[0] if text else type(error).__name__
 
 
 def exception_chain(error: BaseException) -> list[BaseException]:
