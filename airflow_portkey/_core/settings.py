@@ -30,6 +30,26 @@ def is_token(name: str) -> bool:
 _HEADER_VALUE = re.compile(r"(?:[^\x00-\x20\x7f](?:[^\x00-\x1f\x7f]*[^\x00-\x20\x7f])?)?")
 
 
+def _sendable(value: str) -> bool:
+    """Whether a field sent in a header as it is holds only visible Latin-1 characters and
+    spaces: an invisible or line-separator character (U+200B, U+2028) or a character outside
+    Latin-1 failed every request of the sync path as a retried encoding error."""
+    if not value.isprintable():
+        return False
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+# Never the value: the field may be a key.
+_UNSENDABLE = (
+    "must hold only visible characters (Latin-1) and spaces, as it is sent in an HTTP header; "
+    "the value is not shown"
+)
+
+
 def is_header_value(value: str) -> bool:
     """Whether ``value`` can be sent as a header value as it is (HTTP libraries refuse the
     rest, quoting it)."""
@@ -260,7 +280,10 @@ class _Reader:
             raise self.fail(self.extra(name), f"must be a string, not {type(value).__name__}")
         if any(ch in value for ch in "\r\n\x00"):
             raise self.fail(self.extra(name), "must not contain line breaks")
-        return value.strip()
+        value = value.strip()
+        if not _sendable(value):
+            raise self.fail(self.extra(name), _UNSENDABLE)
+        return value
 
     def number(
         self, name: str, default: float, *, minimum: float, exclusive: bool, integer: bool = False
@@ -324,13 +347,13 @@ class _Reader:
         for key, value in headers.items():
             if not is_token(key):
                 raise self.fail(self.extra(name), f"entry {key!r} is not a valid header name")
-            if not is_header_value(value):
+            if not (is_header_value(value) and _sendable(value)):
                 # HTTP libraries refuse such a value quoting it; the value may be a secret.
                 raise self.fail(
                     self.extra(name),
                     f"entry {key!r} has a value that starts or ends with a space or holds a "
-                    "control character (a tab, say), which a header cannot carry; the value is "
-                    "not shown",
+                    "control, invisible or non-Latin-1 character (a tab, U+2028), which a "
+                    "header cannot carry; the value is not shown",
                 )
         return headers
 
@@ -416,6 +439,8 @@ def settings_from_connection(
         raise reader.fail("password", "must be the Portkey API key as text")
     if api_key is not None and any(ch in api_key for ch in "\r\n\x00"):
         raise reader.fail("password", "must not contain line breaks")
+    if api_key is not None and not _sendable(api_key.strip()):
+        raise reader.fail("password", _UNSENDABLE)
     virtual_key = reader.text("secret_virtual_key")
     provider = reader.text("provider")
     config = reader.config()

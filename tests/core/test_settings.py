@@ -506,3 +506,36 @@ def test_a_header_value_http_cannot_carry_is_refused_naming_the_header_not_the_v
 def test_header_values_with_inner_spaces_and_non_ascii_are_kept() -> None:
     headers = {"x-portkey-aws-session-token": "a b c", "x-note": "café", "x-empty": ""}
     assert settings({"provider": "@x", "secret_headers": headers}).extra_headers == headers
+
+
+@pytest.mark.parametrize(
+    "mark", ["\u2028", "\u200b", "\u20ac"], ids=["line-sep", "zero-width", "euro"]
+)
+@pytest.mark.parametrize(
+    ("field", "named"),
+    [
+        ("password", "password"),
+        ("secret_virtual_key", "extra 'secret_virtual_key'"),
+        ("provider_api_key", "extra 'provider_api_key'"),
+        ("secret_headers", "extra 'secret_headers'"),
+    ],
+)
+def test_a_key_a_header_cannot_carry_is_refused_naming_the_field_not_the_value(
+    mark: str, field: str, named: str
+) -> None:
+    """An invisible, line-separator or non-Latin-1 character in a key failed every request of
+    the sync path as a retried encoding error: refused here, before any request."""
+    value = f"pk-SECRET{mark}4f2a"
+    extras: dict[str, Any] = {"provider": "@x"}
+    password = API_KEY
+    if field == "password":
+        password = value
+    elif field == "secret_headers":
+        extras["secret_headers"] = {"x-portkey-aws-secret-access-key": value}
+    else:
+        extras[field] = value
+    with pytest.raises(PortkeyConfigError) as raised:
+        settings(extras, password=password)
+    message = str(raised.value)
+    assert named in message
+    assert "SECRET" not in message and "4f2a" not in message

@@ -208,7 +208,11 @@ def test_unknown_extras_are_logged_by_name(
             None,
             API_KEY,
             {"provider": "@x", "secret_headers": {"x-portkey-aws-secret-access-key": "\taws-7d1e"}},
-            ["extra 'secret_headers'", "'x-portkey-aws-secret-access-key'", "control character"],
+            [
+                "extra 'secret_headers'",
+                "'x-portkey-aws-secret-access-key'",
+                "a header cannot carry",
+            ],
             id="header-value-leading-tab",
         ),
         pytest.param(
