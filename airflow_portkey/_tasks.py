@@ -102,14 +102,36 @@ def _in_task(hook: PortkeyHook, work: Callable[[], Awaitable[T]]) -> T:
     The connection is loaded first, in the task, so that the event loop never waits on it.
     """
     hook.settings  # noqa: B018 - loads the connection
+    interrupted: list[BaseException] = []
 
     async def run() -> T:
+        loop = asyncio.get_running_loop()
+        main = asyncio.current_task()
+
+        def on_callback_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+            error = context.get("exception")
+            if main is not None and "handle" in context and not isinstance(error, Exception):
+                # A signal handler's exception (Airflow's execution_timeout, its SIGTERM) that
+                # landed inside one of the loop's callbacks: asyncio would only log it, the
+                # callback's future would never be resolved and the wait would hang for ever.
+                assert error is not None
+                interrupted.append(error)
+                main.cancel()
+                return
+            loop.default_exception_handler(context)
+
+        loop.set_exception_handler(on_callback_error)
         try:
             return await work()
         finally:
             await hook.aclose()
 
-    return asyncio.run(run())
+    try:
+        return asyncio.run(run())
+    except asyncio.CancelledError:
+        if interrupted:
+            raise interrupted[0] from None
+        raise
 
 
 def cancel_many(hook: PortkeyHook, batch_ids: Sequence[str]) -> list[Batch | BaseException]:
