@@ -30,6 +30,10 @@ class SilentServer:
             except OSError:
                 return
             self.accepted.append(conn)
+            self.on_accept(conn)
+
+    def on_accept(self, conn: socket.socket) -> None:
+        """What to do with a connection just accepted: nothing (a subclass may answer)."""
 
     def close(self) -> None:
         # Closing alone does not wake a thread blocked in accept() on Linux; shutting the

@@ -318,6 +318,16 @@ def client_gone(peer: Peer, seconds: float) -> bool:
         return True
 
 
+def drip_until_the_client_leaves(peer: Peer, piece: bytes, client_left: threading.Event) -> bool:
+    """Send ``piece`` every DRIP s until the client hangs up (then set ``client_left``), for
+    half a minute at most, then hang up; the connection is never kept."""
+    for _ in range(300):
+        if not peer.send(piece) or client_gone(peer, DRIP):
+            client_left.set()
+            return False
+    return False
+
+
 @pytest.mark.parametrize("tls", TLS)
 @pytest.mark.parametrize("path", PATHS)
 def test_headers_dripping_a_byte_at_a_time_end_at_the_total_time_limit_as_a_timeout(
@@ -329,11 +339,7 @@ def test_headers_dripping_a_byte_at_a_time_end_at_the_total_time_limit_as_a_time
 
     def header_drip(peer: Peer, seen: Seen) -> bool:
         peer.send(b"HTTP/1.1 200 OK\r\n")
-        for _ in range(300):  # half a minute at most, then it hangs up
-            if not peer.send(b"X") or client_gone(peer, DRIP):
-                client_left.set()
-                return False
-        return False
+        return drip_until_the_client_leaves(peer, b"X", client_left)
 
     with misbehaving(header_drip, tls=tls) as server:
         settings = settings_for(server.url, verify=server.ca_file, request_timeout=LIMIT)
@@ -353,11 +359,7 @@ def test_endless_100_continue_answers_end_at_the_total_time_limit_as_a_timeout(
     client_left = threading.Event()
 
     def endless_continue(peer: Peer, seen: Seen) -> bool:
-        for _ in range(300):  # half a minute at most, then it hangs up
-            if not peer.send(b"HTTP/1.1 100 Continue\r\n\r\n") or client_gone(peer, DRIP):
-                client_left.set()
-                return False
-        return False
+        return drip_until_the_client_leaves(peer, b"HTTP/1.1 100 Continue\r\n\r\n", client_left)
 
     with misbehaving(endless_continue, tls=tls) as server:
         settings = settings_for(server.url, verify=server.ca_file, request_timeout=LIMIT)

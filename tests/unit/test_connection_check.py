@@ -161,14 +161,8 @@ class TricklingServer(SilentServer):
     read gets a byte well within the read timeout, so only a limit on the whole request (or
     the check's own deadline) ends it."""
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.accepted.append(conn)
-            threading.Thread(target=self._trickle, args=(conn,), daemon=True).start()
+    def on_accept(self, conn: socket.socket) -> None:
+        threading.Thread(target=self._trickle, args=(conn,), daemon=True).start()
 
     @staticmethod
     def _trickle(conn: socket.socket) -> None:
